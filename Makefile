@@ -1,0 +1,53 @@
+# openwit — `make demo` and `make test` both work as the first command on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.openwit-installed
+
+.PHONY: install wordnet test demo compare bench up down status lint clean
+
+install: $(STAMP) wordnet
+
+# Reinstalls only when the project metadata or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "openwit: installing pinned dependencies into $(VENV) (first run takes a few minutes)"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+wordnet:
+	@if [ ! -d /usr/share/wordnet ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "openwit: installing Debian's wordnet-base (WordNet 3.0)"; \
+	    (apt-get install -y -qq wordnet-base >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wordnet-base)) ; \
+	  else \
+	    echo "openwit: WordNet 3.0 is missing. Install it with: sudo apt-get install wordnet-base"; \
+	    echo "         (or point vocabulary.wordnet.path in your spec at an NLTK wordnet folder)"; \
+	  fi; \
+	fi
+
+test: install
+	$(PY) -m pytest -q -x tests
+
+demo: install
+	$(PY) -m flows.demo
+
+compare: install
+	$(PY) -m flows.demo --compare
+
+bench: install
+	$(PY) bench/report.py
+
+up: install
+	$(VENV)/bin/openwit up
+down:
+	@test -x $(VENV)/bin/openwit && $(VENV)/bin/openwit down || true
+status:
+	$(VENV)/bin/openwit status
+
+lint: install
+	$(VENV)/bin/ruff check flows tasks training tests bench
+
+clean:
+	rm -rf .openwit
