@@ -1,0 +1,313 @@
+"""Specs are data; their schema is code.
+
+Every YAML file under `data_specs/` is validated here before any work starts. Unknown keys are
+rejected (`extra="forbid"`), and `load_*` turns pydantic's report into one line naming the file,
+the key path and what was expected:
+
+    data_specs/bad.yaml: download.imag_size: unknown key (expected one of: image_size, ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPEC_DIR = REPO_ROOT / "data_specs"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message is one line meant for the user."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ----------------------------------------------------------------------------- build-wit
+class WorldSpec(Strict):
+    """The generated sample world (see tasks/sample_world.py)."""
+
+    size: Literal["default", "tiny"] = "default"
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
+class WikiApiSpec(Strict):
+    """Article text fetched through the MediaWiki API with wikipedia-api."""
+
+    titles: list[str] = []
+    category: str | None = None
+    random: int = 0
+    max_articles: int = 100
+    language: str = "en"
+    user_agent: str = "openwit/0.1 (https://github.com/openwit/openwit; vocabulary builder)"
+    api_url: str | None = None  # None: https://<language>.wikipedia.org/w/api.php
+    requests_per_second: float = 5.0
+    max_retries: int = 3
+
+
+class WikipediaSpec(Strict):
+    dumps: list[str] = []  # pages-articles XML (.xml / .xml.bz2 / multistream parts), paths or URLs
+    api: WikiApiSpec | None = None
+    min_unigram_count: int = 100
+    min_bigram_count: int = 100
+    min_pmi: float = 8.0  # log2 units
+    max_bigrams: int | None = 100_000
+    workers: int = 2
+    # Memory bound of counting: a worker spills its counts to disk once it holds this many
+    # distinct keys; the merge then reads one of `partitions` hash partitions at a time.
+    spill_items: int = 2_000_000
+    partitions: int = 16
+
+
+class PageviewsSpec(Strict):
+    files: list[str] = []  # hourly pageviews-YYYYMMDD-HH0000.gz files, paths or URLs
+    projects: list[str] = ["en"]
+    min_title_views: int = 70
+
+
+class WordNetSpec(Strict):
+    enabled: bool = True
+    path: str = "/usr/share/wordnet"  # Debian wordnet-base WNDB folder, or an NLTK wordnet folder
+
+
+class VocabularySpec(Strict):
+    case_sensitive: bool = True  # MetaCLIP matches case-sensitively on purpose ("Apple" != "apple")
+    wikipedia: WikipediaSpec = WikipediaSpec()
+    pageviews: PageviewsSpec = PageviewsSpec()
+    wordnet: WordNetSpec = WordNetSpec()
+
+
+class TableSpec(Strict):
+    path: str
+    format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    url_col: str = "url"
+    caption_col: str = "caption"
+    header: bool = True  # CC3M's TSV has no header: use header: false with url_col: "1", caption_col: "0"
+
+
+class CrawlSpec(Strict):
+    warc: list[str] = []  # .warc.gz / .wat.gz files, paths or URLs
+    warc_paths_file: str | None = None  # Common Crawl's warc.paths.gz
+    warc_prefix: str = "https://data.commoncrawl.org/"
+    max_warc_files: int | None = None
+    tables: list[TableSpec] = []
+    languages: list[str] = ["en"]  # ["any"] keeps every language
+    min_text_chars: int = 3
+    max_text_chars: int = 1000
+    attributes: list[str] = ["alt", "title", "data-image-title"]
+    workers: int = 2
+
+
+class MatchingSpec(Strict):
+    workers: int = 2
+
+
+class BalancingSpec(Strict):
+    max_pairs_per_query: int = 20_000
+    seed: int = 0
+
+
+class DownloadSpec(Strict):
+    image_size: int = 256
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "center_crop"
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = 95
+    processes: int = 2
+    threads: int = 32
+    retries: int = 1
+    timeout: int = 10
+    user_agent_token: str = "openwit"
+    disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
+    distributor: Literal["multiprocessing", "ray"] = "multiprocessing"
+    number_sample_per_shard: int = 10_000
+    allow_networks: list[str] = []  # e.g. ["127.0.0.1/32"]; private/loopback/link-local refused otherwise
+    max_pixels: int = 89_478_485  # decoded-pixel cap (PIL's default bomb limit)
+    webdataset: bool = False  # also export WebDataset tars for open_clip
+
+
+class RaySpec(Strict):
+    address: str | None = None  # None: local processes; "auto" or ray://host:port: a cluster
+
+
+class BuildSpec(Strict):
+    kind: Literal["build-wit"] = "build-wit"
+    name: str
+    description: str = ""
+    seed: int = 0
+    output_dir: str  # relative paths are relative to the repository root
+    world: WorldSpec | None = None
+    vocabulary: VocabularySpec = VocabularySpec()
+    crawl: CrawlSpec = CrawlSpec()
+    matching: MatchingSpec = MatchingSpec()
+    balancing: BalancingSpec = BalancingSpec()
+    download: DownloadSpec = DownloadSpec()
+    ray: RaySpec = RaySpec()
+
+    @model_validator(mode="after")
+    def _has_inputs(self) -> "BuildSpec":
+        crawl = self.crawl
+        if not (crawl.warc or crawl.warc_paths_file or crawl.tables):
+            raise ValueError("crawl: give at least one of warc, warc_paths_file, tables")
+        return self
+
+
+# ----------------------------------------------------------------------------- pretrain
+class TrainSpec(Strict):
+    steps: int = 1000
+    batch_size: int = 256  # global contrastive batch (all workers, all accumulation steps)
+    accum_steps: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    grad_clip: float | None = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    loss: Literal["clip", "siglip"] = "clip"
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate at the end only
+    max_minutes: float | None = None  # wall-clock budget; training stops cleanly when reached
+    loader_threads: int = 2
+
+
+class ScalingSpec(Strict):
+    workers: int = 2
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = {"CPU": 1}
+    address: str | None = None  # None: start a local Ray; "auto" / "ray://...": attach
+    max_failures: int = 3
+
+
+class DataSpec(Strict):
+    build: str  # a build-wit output folder (holds manifest.json)
+    subset: Literal["balanced", "unbalanced"] = "balanced"
+    image_size: int = 224
+
+
+class MlflowSpec(Strict):
+    experiment: str = "openwit"
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else .openwit/mlruns
+    register_model: str | None = None
+
+
+class PretrainSpec(Strict):
+    kind: Literal["pretrain"] = "pretrain"
+    name: str
+    description: str = ""
+    output_dir: str
+    model: str  # a preset name in training/model_configs or a path to a JSON config
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    eval_suites: list[str] = []  # paths of suite specs
+    mlflow: MlflowSpec = MlflowSpec()
+
+
+# ----------------------------------------------------------------------------- evaluation
+class SuiteSource(Strict):
+    kind: Literal["imagefolder", "cifar10", "cifar100", "imagenet", "parquet", "world"]
+    path: str
+    world: WorldSpec | None = None  # for kind: world, the world that holds the suite
+    label_col: str = "label"
+    caption_col: str = "caption"
+    image_col: str = "image"
+    synset_map: str | None = None  # imagenet: LOC_synset_mapping.txt
+    max_images: int | None = None
+
+
+class SuiteSpec(Strict):
+    kind: Literal["eval-suite"] = "eval-suite"
+    name: str
+    source: SuiteSource
+    classnames: list[str] | None = None  # None: folder names / the source's own
+    templates: list[str] | Literal["openai_imagenet", "cifar", "simple"] = "simple"
+    tasks: list[Literal["zeroshot", "retrieval", "linear_probe"]] = ["zeroshot"]
+
+
+class EvaluateSpec(Strict):
+    kind: Literal["evaluate"] = "evaluate"
+    name: str
+    checkpoint: str  # a checkpoint folder, or models:/<name>/<version>
+    suites: list[str]
+    mlflow: MlflowSpec = MlflowSpec()
+    run_id: str | None = None  # log into this run; None: a new run linked to the checkpoint's
+
+
+SPEC_KINDS: dict[str, type[Strict]] = {
+    "build-wit": BuildSpec,
+    "pretrain": PretrainSpec,
+    "eval-suite": SuiteSpec,
+    "evaluate": EvaluateSpec,
+}
+
+
+# ----------------------------------------------------------------------------- loading
+def resolve_path(p: str | Path, base: Path = REPO_ROOT) -> Path:
+    """Spec paths are relative to the repository root (Ray workers change directory)."""
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: {loc}: unknown key"
+    msg = first["msg"]
+    if "input" in first and first["type"] not in ("missing",):
+        msg += f" (got {first['input']!r})"[:200]
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def load_spec(spec: str | Path | dict[str, Any], model: type[Strict] | None = None) -> Strict:
+    """Load a spec from a path (under data_specs/ or anywhere) or a mapping, and validate it.
+
+    `model` picks the schema; without it the spec's `kind` key does.
+    Raises SpecError with one line naming the file, the key path and what was expected.
+    """
+    if isinstance(spec, dict):
+        source, data = "<spec mapping>", dict(spec)
+    else:
+        path = Path(spec)
+        if not path.exists() and not path.is_absolute():
+            for cand in (REPO_ROOT / path, SPEC_DIR / path, SPEC_DIR / f"{path}.yaml"):
+                if cand.exists():
+                    path = cand
+                    break
+        if not path.exists():
+            raise SpecError(f"{spec}: spec file not found (looked in . and {SPEC_DIR})")
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise SpecError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping at the top level")
+    if model is None:
+        kind = data.get("kind")
+        if kind not in SPEC_KINDS:
+            raise SpecError(f"{source}: kind: expected one of {sorted(SPEC_KINDS)} (got {kind!r})")
+        model = SPEC_KINDS[kind]
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_format_error(source, e)) from None
+
+
+def spec_hash(spec: BaseModel) -> str:
+    blob = json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,71 @@
+"""The loopback web server of the sample world: serves `www/` with per-path behaviour.
+
+    python -m tasks.world.server --root .openwit/worlds/default-s0-127.0.0.1-8765/www --port 8765
+
+`_serve.json` maps a path to its content type or extra headers (`X-Robots-Tag: noai`), so the
+world can show img2dataset every case it meets on the web. Binds to 127.0.0.1 unless told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class WorldHandler(SimpleHTTPRequestHandler):
+    serve: dict[str, dict] = {}
+
+    def __init__(self, *args, serve: dict[str, dict], **kwargs):
+        self.serve = serve
+        super().__init__(*args, **kwargs)
+
+    def guess_type(self, path):  # noqa: D102 - content type overrides per path
+        rel = Path(path).relative_to(Path(self.directory)).as_posix()
+        rule = self.serve.get(rel, {})
+        return rule.get("content_type") or mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+    def end_headers(self):
+        rel = self.path.lstrip("/").split("?")[0]
+        for k, v in self.serve.get(rel, {}).get("headers", {}).items():
+            self.send_header(k, v)
+        super().end_headers()
+
+    def log_message(self, fmt, *args):  # quiet: img2dataset makes thousands of requests
+        pass
+
+
+def make_server(root: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    serve_file = root / "_serve.json"
+    serve = json.loads(serve_file.read_text()) if serve_file.exists() else {}
+    handler = partial(WorldHandler, directory=str(root), serve=serve)
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 256
+    return ThreadingHTTPServer((host, port), handler)
+
+
+def serve_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """For tests: a server on a free port (port=0) in a daemon thread."""
+    srv = make_server(root, host, port)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    return srv, t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765)
+    a = ap.parse_args()
+    srv = make_server(a.root, a.host, a.port)
+    print(f"serving {a.root} on http://{a.host}:{a.port}", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

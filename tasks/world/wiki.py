@@ -1,0 +1,154 @@
+"""A MediaWiki XML export and Wikimedia hourly pageview files for the sample world.
+
+The export uses the real schema (export-0.10) and real wikitext markup: templates, refs,
+tables, file and category links, comments, redirects, talk and project namespaces. Words that
+sit only inside markup come from `concepts.POISON`, so a test can prove the cleaner drops them.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import random
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from tasks.world.concepts import COLOURS, FILLER, PHRASES, POISON, SHAPES, SIZES, BACKGROUNDS, TOPIC_TITLES
+
+HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">
+  <siteinfo>
+    <sitename>Openwit Sample Wiki</sitename>
+    <dbname>enwiki</dbname>
+    <base>http://sample.openwit.invalid/wiki/Main_Page</base>
+    <generator>openwit sample world</generator>
+    <case>first-letter</case>
+    <namespaces>
+      <namespace key="0" case="first-letter" />
+      <namespace key="1" case="first-letter">Talk</namespace>
+      <namespace key="4" case="first-letter">Wikipedia</namespace>
+      <namespace key="6" case="first-letter">File</namespace>
+      <namespace key="14" case="first-letter">Category</namespace>
+    </namespaces>
+  </siteinfo>
+"""
+
+
+def _zipf_weights(n: int, s: float = 1.05) -> list[float]:
+    return [1.0 / (k + 1) ** s for k in range(n)]
+
+
+class ArticleWriter:
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.concepts = list(COLOURS) + SHAPES + list(SIZES) + list(BACKGROUNDS)
+        self.filler_w = _zipf_weights(len(FILLER))
+
+    def sentence(self) -> str:
+        rng = self.rng
+        words = rng.choices(FILLER, self.filler_w, k=rng.randint(6, 16))
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(words) + 1)
+            r = rng.random()
+            if r < 0.45:
+                words.insert(pos, rng.choice(self.concepts))
+            elif r < 0.7:
+                words.insert(pos, f"{rng.choice(list(COLOURS))} {rng.choice(SHAPES)}")
+            elif r < 0.85:
+                words.insert(pos, rng.choice(PHRASES))
+            else:
+                target = rng.choice(SHAPES).capitalize()
+                words.insert(pos, f"[[{target}|{target.lower()}s]]" if rng.random() < 0.5 else f"[[{target}]]")
+        text = " ".join(words)
+        if rng.random() < 0.2:
+            text = f"'''{text}'''"
+        punct = rng.choice([".", ".", ".", "!", "?", ";"])
+        return text[0].upper() + text[1:] + punct + (f", {rng.choice(FILLER)}." if rng.random() < 0.1 else "")
+
+    def markup(self) -> str:
+        """One piece of markup whose words must never be counted."""
+        rng, p = self.rng, POISON
+        kind = rng.choice(["template", "ref", "table", "file", "category", "comment"])
+        if kind == "template":
+            return "{{Infobox shape | name = %s %s | sides = {{nowrap|%d}} }}" % (p["template"], p["template"], rng.randint(3, 8))
+        if kind == "ref":
+            return "<ref name=\"r%d\">{{cite web |title=%s |url=http://example.invalid/%d}}</ref>" % (rng.randint(0, 99), p["ref"], rng.randint(0, 99))
+        if kind == "table":
+            return "\n{| class=\"wikitable\"\n|-\n! %s !! %s\n|-\n| %s || %s\n|}\n" % ((p["table"],) * 4)
+        if kind == "file":
+            return "[[File:Example %d.png|thumb|left|%s %s]]" % (rng.randint(0, 99), p["file"], p["file"])
+        if kind == "category":
+            return "[[Category:%s]]" % p["category"]
+        return "<!-- %s -->" % p["comment"]
+
+    def article(self, title: str, n_paragraphs: int) -> str:
+        rng = self.rng
+        parts = [self.markup(), f"'''{title}''' is a topic of this sample wiki."]
+        for i in range(n_paragraphs):
+            if i and rng.random() < 0.4:
+                parts.append(f"\n== {rng.choice(['History', 'Use', 'Design', 'Examples'])} ==\n")
+            para = " ".join(self.sentence() + (self.markup() if rng.random() < 0.25 else "") for _ in range(rng.randint(3, 7)))
+            parts.append(para)
+        parts.append(f"[[Category:{p}]]" for p in [POISON["category"]])
+        return "\n\n".join(x if isinstance(x, str) else "".join(x) for x in parts)
+
+
+def _page(title: str, ns: int, pid: int, text: str, redirect: str | None = None) -> str:
+    red = f'    <redirect title="{escape(redirect)}" />\n' if redirect else ""
+    return (
+        f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n    <id>{pid}</id>\n{red}"
+        f"    <revision>\n      <id>{pid * 10}</id>\n      <timestamp>2024-01-01T00:00:00Z</timestamp>\n"
+        f"      <model>wikitext</model>\n      <format>text/x-wiki</format>\n"
+        f'      <text bytes="{len(text.encode())}" xml:space="preserve">{escape(text)}</text>\n'
+        f"    </revision>\n  </page>\n"
+    )
+
+
+def article_titles() -> list[str]:
+    return [s.capitalize() for s in SHAPES] + [c.capitalize() for c in COLOURS] + TOPIC_TITLES
+
+
+def write_dump(path: Path, rng: random.Random, paragraphs: int) -> dict[str, int]:
+    """Write `path` (.xml.bz2) and return page counts by kind."""
+    writer = ArticleWriter(rng)
+    titles = article_titles()
+    pages, pid = [], 1
+    counts = {"articles": 0, "redirects": 0, "other_namespaces": 0}
+    for title in titles:
+        pages.append(_page(title, 0, pid, writer.article(title, paragraphs)))
+        pid += 1
+        counts["articles"] += 1
+        if rng.random() < 0.5:  # a redirect to it
+            pages.append(_page(f"{title}s", 0, pid, f"#REDIRECT [[{title}]] {POISON['redirect']}", redirect=title))
+            pid += 1
+            counts["redirects"] += 1
+        if rng.random() < 0.4:  # its talk page
+            pages.append(_page(f"Talk:{title}", 1, pid, f"{POISON['talk']} " * 50))
+            pid += 1
+            counts["other_namespaces"] += 1
+    pages.append(_page("Wikipedia:About", 4, pid, f"{POISON['talk']} " * 50))
+    counts["other_namespaces"] += 1
+    xml = HEADER + "".join(pages) + "</mediawiki>\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bz2.compress(xml.encode(), 9))
+    return counts
+
+
+def write_pageviews(folder: Path, rng: random.Random, hours: int = 6) -> list[Path]:
+    """Hourly files in Wikimedia's format: `domain_code page_title count_views total_response_size`."""
+    titles = article_titles()
+    weights = _zipf_weights(len(titles), 1.2)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for h in range(hours):
+        lines = []
+        for t, w in zip(titles, weights):
+            views = int(w * 60 * rng.uniform(0.5, 1.5))
+            lines.append(f"en {t.replace(' ', '_')} {views} 0")
+            lines.append(f"en.m {t.replace(' ', '_')} {views * 2} 0")  # mobile: not the `en` project
+            lines.append(f"de {t.replace(' ', '_')} {views} 0")
+        lines += ["en Talk:Circle 500 0", "en Special:Search 900 0", "en Main_Page 5000 0", "en - 10 0", "broken line"]
+        path = folder / f"pageviews-20240101-{h:02d}0000.gz"
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+            gz.write(("\n".join(sorted(lines)) + "\n").encode())
+        out.append(path)
+    return out
