@@ -150,6 +150,7 @@ class BuildSpec(Strict):
     balancing: BalancingSpec = BalancingSpec()
     download: DownloadSpec = DownloadSpec()
     ray: RaySpec = RaySpec()
+    tokenizer_vocab_size: int = 8192  # byte-level BPE trained on the build's captions
 
     @model_validator(mode="after")
     def _has_inputs(self) -> "BuildSpec":

@@ -61,7 +61,7 @@ def render_images(www: Path, rng: random.Random, n: int, px: int) -> list[Img]:
 def special_images(www: Path, rng: random.Random) -> tuple[list[Img], dict[str, dict]]:
     """Images that must never reach a shard, and the server behaviour for each path."""
     serve: dict[str, dict] = {}
-    cap = "a purple crescent on a beige background"  # tail concepts: balancing keeps them
+    cap = "a photo of the purple crescent on a beige background"  # tail concepts; langid reads it as en
     out = []
     for k in range(2):
         out.append(Img(f"img/missing-{k}.jpg", cap))  # no file: 404
@@ -94,7 +94,7 @@ def _img_tag(rng: random.Random, base: str, im: Img, page_has_base: bool) -> str
 
 def hard_cases(base: str, port: int) -> list[str]:
     """Tags every crawl meets that extraction or safety must drop, with the reason."""
-    cap = "a purple crescent on a beige background"
+    cap = "a photo of the purple crescent on a beige background"
     return [
         '<img src="data:image/png;base64,iVBORw0KGgo=" alt="inline red circle">',
         f'<img src="{base}/img/logo.svg" alt="a red circle logo">',

@@ -1,0 +1,112 @@
+"""The `openwit` command.
+
+    openwit up | down | status            the local stack (Prefect, worker, MLflow, sample web)
+    openwit build SPEC [--out DIR] [--stages vocabulary,candidates,...]
+    openwit pretrain SPEC
+    openwit evaluate SPEC
+    openwit validate SPEC...              check specs without running anything
+    openwit world [--size tiny]           generate the sample world (cached)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tasks.specs import SpecError
+
+
+def _ephemeral_prefect() -> None:
+    """In-process runs use a throwaway Prefect unless the user points at a server."""
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def cmd_build(a) -> int:
+    _ephemeral_prefect()
+    from flows.build_wit import build_wit
+
+    stages = a.stages.split(",") if a.stages else None
+    res = build_wit(spec=a.spec, out=a.out, stages=stages)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_pretrain(a) -> int:
+    _ephemeral_prefect()
+    from flows.pretrain import pretrain
+
+    res = pretrain(spec=a.spec)
+    print(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    _ephemeral_prefect()
+    from flows.evaluate import evaluate
+
+    res = evaluate(spec=a.spec)
+    print(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from tasks.specs import load_spec
+
+    for s in a.specs:
+        spec = load_spec(s)
+        print(f"{s}: ok ({spec.kind} {spec.name})")
+    return 0
+
+
+def cmd_world(a) -> int:
+    from tasks.specs import WorldSpec
+    from tasks.world.generate import ensure_world
+
+    print(ensure_world(WorldSpec(size=a.size, seed=a.seed, port=a.port)))
+    return 0
+
+
+def cmd_stack(a) -> int:
+    from flows import stack
+
+    return {"up": stack.up, "down": stack.down, "status": stack.status}[a.cmd]()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="openwit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("up", "down", "status"):
+        sub.add_parser(name).set_defaults(fn=cmd_stack)
+    b = sub.add_parser("build", help="run build-wit in-process")
+    b.add_argument("spec")
+    b.add_argument("--out", default=None)
+    b.add_argument("--stages", default=None, help="comma-separated subset of: vocabulary,candidates,match,balance,download,manifest")
+    b.set_defaults(fn=cmd_build)
+    p = sub.add_parser("pretrain", help="run pretrain in-process")
+    p.add_argument("spec")
+    p.set_defaults(fn=cmd_pretrain)
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on suites")
+    e.add_argument("spec")
+    e.set_defaults(fn=cmd_evaluate)
+    v = sub.add_parser("validate", help="validate specs")
+    v.add_argument("specs", nargs="+")
+    v.set_defaults(fn=cmd_validate)
+    w = sub.add_parser("world", help="generate the sample world")
+    w.add_argument("--size", default="default", choices=["default", "tiny"])
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--port", type=int, default=8765)
+    w.set_defaults(fn=cmd_world)
+    a = ap.parse_args(argv)
+    try:
+        return a.fn(a)
+    except SpecError as e:
+        print(f"openwit: invalid spec: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # img2dataset's multiprocessing distributor spawns: keep this guard
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Stage 2a of build-wit: candidate (image URL, alt text) pairs from crawls and tables.
+
+Libraries: FastWARC reads WARC/WAT records, Resiliparse parses HTML, langid.py and
+Resiliparse's `detect_fast` identify languages offline (models ship inside the packages).
+
+Every `<img>` with a non-empty `alt` (or `title`, `data-image-title`) becomes a candidate;
+relative URLs are resolved against the page URL and its `<base href>`. A filter returns
+`(keep, reason)` and the stats count every drop by reason; broken records are counted and
+skipped, never fatal. Output rows: uid, url, text, page_url, lang, source, record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import fsspec
+from langid.langid import LanguageIdentifier, model as _langid_model
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+from resiliparse.parse.html import HTMLTree
+from resiliparse.parse.lang import detect_fast
+
+from tasks.specs import CrawlSpec, TableSpec
+from tasks.wikitext import open_source
+
+CANDIDATE_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("page_url", pa.string()),
+    ("lang", pa.string()), ("source", pa.string()), ("record", pa.int64()),
+])
+_WS = re.compile(r"\s+")
+_SHORT_TEXT = 60  # below this, resiliparse's fast detector is unreliable: use langid.py
+# langid.py restricted to the 30 most common web languages: fewer confusions on short alt texts
+# (on the sample world's captions, 92.8% are read as English against 92.2% with all 97).
+_LANGID = LanguageIdentifier.from_modelstring(_langid_model)
+_LANGID.set_languages(["en", "de", "fr", "es", "it", "nl", "pt", "ru", "zh", "ja", "ko", "pl", "sv", "tr", "ar",
+                       "cs", "da", "fi", "id", "vi", "hu", "ro", "el", "uk", "fa", "he", "th", "hi", "no", "ca"])
+
+
+def uid_of(url: str, text: str) -> str:
+    """Dedup key of a pair: sha1 of URL and text (cc2dataset and img2dataset do the same)."""
+    return hashlib.sha1(f"{url}\t{text}".encode()).hexdigest()
+
+
+def detect_lang(text: str) -> str:
+    if len(text) >= _SHORT_TEXT:
+        lang, _score = detect_fast(text)
+        if lang != "unknown":
+            return lang
+    return _LANGID.classify(text)[0]
+
+
+class PairFilter:
+    """Normalise and check one (src, text) pair; every drop names its reason."""
+
+    def __init__(self, spec: CrawlSpec):
+        self.spec = spec
+        self.any_lang = "any" in spec.languages
+        self.langs = set(spec.languages)
+
+    def __call__(self, src: str, text: str, base: str) -> tuple[dict | None, str]:
+        text = _WS.sub(" ", text or "").strip()
+        if not text:
+            return None, "empty_text"
+        src = (src or "").strip()
+        if not src:
+            return None, "no_src"
+        low = src[:16].lower()
+        if low.startswith("data:"):
+            return None, "data_uri"
+        if low.startswith("javascript:"):
+            return None, "javascript_uri"
+        try:
+            url = urljoin(base, src)
+            parts = urlsplit(url)
+        except ValueError:
+            return None, "invalid_url"
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return None, "not_http"
+        if parts.path.lower().endswith((".svg", ".svgz")):
+            return None, "svg"
+        if len(url) > 2048:
+            return None, "url_too_long"
+        if len(text) < self.spec.min_text_chars:
+            return None, "text_too_short"
+        if len(text) > self.spec.max_text_chars:
+            return None, "text_too_long"
+        lang = detect_lang(text)
+        if not self.any_lang and lang not in self.langs:
+            return None, "language"
+        return {"url": url, "text": text, "lang": lang}, "kept"
+
+
+def _img_pairs_from_html(body: bytes, page_url: str, attrs: list[str]) -> Iterator[tuple[str, str, str]]:
+    """(src, text, base) for each <img> attribute with text; base honours <base href>."""
+    tree = HTMLTree.parse_from_bytes(body, detect_encoding(body))
+    base = page_url
+    if tree.head is not None:
+        b = tree.head.query_selector("base[href]")
+        if b is not None:
+            base = urljoin(page_url, b.getattr("href", ""))
+    root = tree.body if tree.body is not None else tree.document
+    for img in root.query_selector_all("img"):
+        src = img.getattr("src", "") or ""
+        texts = [(img.getattr(a, "") or "") for a in attrs]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            yield src, "", base
+        for t in dict.fromkeys(texts):  # alt and title often repeat each other
+            yield src, t, base
+
+
+def iter_warc(path: str, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
+    """Candidates from a WARC (HTML responses) or WAT (JSON metadata) file."""
+    filt = PairFilter(spec)
+    # FastWARC undoes the per-record gzip itself, and stops cleanly at a truncated member.
+    with fsspec.open(path, "rb").open() as fh:
+        records = ArchiveIterator(fh, parse_http=True,
+                                  record_types=WarcRecordType.response | WarcRecordType.metadata)
+        n = -1
+        try:
+            for n, rec in enumerate(records):
+                page_url = rec.headers.get("WARC-Target-URI")
+                if not page_url:
+                    stats["record_invalid"] += 1
+                    continue
+                try:
+                    if rec.record_type == WarcRecordType.metadata:
+                        if "json" not in (rec.headers.get("Content-Type") or ""):
+                            stats["record_not_wat_json"] += 1
+                            continue
+                        pairs = list(_pairs_from_wat(rec.reader.read(), page_url))
+                    else:
+                        if rec.http_headers is None or rec.http_headers.status_code is None:
+                            stats["record_bad_http"] += 1
+                            continue
+                        ctype = (rec.http_content_type or "").lower()
+                        if "html" not in ctype:
+                            stats["record_not_html"] += 1
+                            continue
+                        pairs = list(_img_pairs_from_html(rec.reader.read(), page_url, spec.attributes))
+                except Exception as e:  # noqa: BLE001 - a broken record must not end the file
+                    stats[f"record_error:{type(e).__name__}"] += 1
+                    continue
+                stats["records_parsed"] += 1
+                for src, text, base in pairs:
+                    stats["img_tags"] += 1
+                    row, reason = filt(src, text, base)
+                    if row is None:
+                        stats[f"drop:{reason}"] += 1
+                        continue
+                    row.update(uid=uid_of(row["url"], row["text"]), page_url=page_url, source=path, record=n)
+                    yield row
+        except Exception as e:  # noqa: BLE001 - a truncated file: keep what was read
+            stats[f"file_truncated:{type(e).__name__}"] += 1
+
+
+def _pairs_from_wat(payload: bytes, page_url: str) -> Iterator[tuple[str, str, str]]:
+    meta = json.loads(payload)
+    html_meta = meta.get("Envelope", {}).get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata", {})
+    base = urljoin(page_url, html_meta.get("Head", {}).get("Base") or page_url)
+    for link in html_meta.get("Links", []):
+        if link.get("path") == "IMG@/src":
+            yield link.get("url", ""), link.get("alt") or link.get("title") or "", base
+
+
+def iter_table(t: TableSpec, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
+    """Candidates from LAION/CC3M-style tables (parquet, CSV, TSV, JSON lines; gz ok)."""
+    filt = PairFilter(spec)
+    table = read_table(t)
+    urls, texts = table[t.url_col].to_pylist(), table[t.caption_col].to_pylist()
+    for i, (u, x) in enumerate(zip(urls, texts)):
+        stats["table_rows"] += 1
+        row, reason = filt(str(u) if u is not None else "", str(x) if x is not None else "", "")
+        if row is None:
+            stats[f"drop:{reason}"] += 1
+            continue
+        row.update(uid=uid_of(row["url"], row["text"]), page_url="", source=t.path, record=i)
+        yield row
+
+
+def read_table(t: TableSpec) -> pa.Table:
+    fmt = t.format
+    name = t.path.lower().removesuffix(".gz")
+    if fmt == "auto":
+        fmt = next((f for ext, f in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"),
+                                     (".jsonl", "jsonl"), (".json", "jsonl")) if name.endswith(ext)), None)
+        if fmt is None:
+            raise ValueError(f"{t.path}: cannot tell the table format from the name; set format:")
+    with open_source(t.path) as fh:
+        data = fh.read()
+    if fmt == "parquet":
+        return pq.read_table(io.BytesIO(data))
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        return pa.Table.from_pylist(rows)
+    delim = "," if fmt == "csv" else "\t"
+    ropts = pacsv.ReadOptions(autogenerate_column_names=not t.header)
+    tbl = pacsv.read_csv(io.BytesIO(data), read_options=ropts,
+                         parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True),
+                         convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False))
+    if not t.header:  # columns are named "0", "1", ... as in CC3M's `caption<TAB>url`
+        tbl = tbl.rename_columns([str(i) for i in range(tbl.num_columns)])
+    return tbl
+
+
+def extract_file(kind: str, source: str | TableSpec, spec: CrawlSpec, out_path: Path) -> dict:
+    """One input -> one candidates parquet (deduped within the file). Crash-safe rename."""
+    stats: Counter = Counter()
+    rows = iter_warc(source, spec, stats) if kind == "warc" else iter_table(source, spec, stats)
+    seen: set[str] = set()
+    cols: dict[str, list] = {k: [] for k in CANDIDATE_SCHEMA.names}
+    for row in rows:
+        if row["uid"] in seen:
+            stats["drop:duplicate"] += 1
+            continue
+        seen.add(row["uid"])
+        for k in cols:
+            cols[k].append(row[k])
+    stats["candidates"] = len(cols["uid"])
+    tmp = out_path.with_suffix(".tmp")
+    pq.write_table(pa.table(cols, schema=CANDIDATE_SCHEMA), tmp)
+    tmp.rename(out_path)
+    out_path.with_suffix(".stats.json").write_text(json.dumps(dict(stats), sort_keys=True))
+    return dict(stats)
+
+
+def warc_list(spec: CrawlSpec) -> list[str]:
+    files = list(spec.warc)
+    if spec.warc_paths_file:
+        with open_source(spec.warc_paths_file) as fh:
+            data = fh.read()
+        if spec.warc_paths_file.endswith(".gz") and data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        files += [spec.warc_prefix + line.strip() for line in data.decode().splitlines() if line.strip()]
+    return files[: spec.max_warc_files] if spec.max_warc_files else files
+
+
+def bytes_text(b: bytes) -> str:
+    return bytes_to_str(b, detect_encoding(b))

@@ -1,0 +1,78 @@
+"""Unigram and bigram counting in bounded memory: count in a dict, spill hash partitions to disk.
+
+Full English Wikipedia has several billion tokens and hundreds of millions of distinct bigrams,
+more than fits in a Python dict. A `SpillCounter` holds at most `spill_items` distinct keys;
+past that it writes its counts as `partitions` parquet files (by a stable hash of the key) and
+starts again. `merge_partition` later sums one partition across every spill of every dump part,
+so peak memory is about
+
+    workers x spill_items x ~120 bytes      (counting)
+  + distinct keys of one partition x ~150 bytes   (merging; shrink with more partitions)
+
+`spec.vocabulary.wikipedia.spill_items` and `.partitions` move the bound.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks.text_rules import is_word, tokens
+
+
+def partition_of(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+class SpillCounter:
+    """Counts unigrams and adjacent-word bigrams of texts; spills to `folder` when full."""
+
+    def __init__(self, folder: Path, partitions: int, spill_items: int, case_sensitive: bool = True):
+        self.folder, self.partitions, self.spill_items = folder, partitions, spill_items
+        self.case_sensitive = case_sensitive
+        self.unigrams: Counter[str] = Counter()
+        self.bigrams: Counter[str] = Counter()
+        self.n_spills = 0
+        self.total_tokens = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def add_text(self, text: str) -> None:
+        toks = tokens(text, self.case_sensitive)
+        words = [t if is_word(t) else None for t in toks]
+        self.unigrams.update(t for t in words if t is not None)
+        self.total_tokens += len(toks)
+        self.bigrams.update(f"{a} {b}" for a, b in zip(words, words[1:]) if a is not None and b is not None)
+        if len(self.unigrams) + len(self.bigrams) >= self.spill_items:
+            self.spill()
+
+    def spill(self) -> None:
+        for kind, counter in (("u", self.unigrams), ("b", self.bigrams)):
+            if not counter:
+                continue
+            keys = list(counter.keys())
+            parts = [partition_of(k, self.partitions) for k in keys]
+            table = pa.table({"key": keys, "count": pa.array(list(counter.values()), pa.int64()), "p": pa.array(parts, pa.int32())})
+            for p in range(self.partitions):
+                sub = table.filter(pc.equal(table["p"], p)).drop(["p"])
+                if sub.num_rows:
+                    d = self.folder / f"{kind}{p:03d}"
+                    d.mkdir(exist_ok=True)
+                    pq.write_table(sub, d / f"spill-{self.n_spills:05d}.parquet")
+        self.unigrams.clear()
+        self.bigrams.clear()
+        self.n_spills += 1
+
+
+def merge_partition(part_folders: list[Path], kind: str, p: int, min_count: int) -> pa.Table:
+    """Sum counts of partition `p` of `kind` ("u" or "b") over all spills; keep count >= min_count."""
+    files = [f for d in part_folders for f in sorted((d / f"{kind}{p:03d}").glob("*.parquet"))]
+    if not files:
+        return pa.table({"key": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    summed = table.group_by("key").aggregate([("count", "sum")]).rename_columns(["key", "count"])
+    return summed.filter(pc.greater_equal(summed["count"], min_count))

@@ -1,0 +1,233 @@
+"""Stage 1 of build-wit: the WIT query vocabulary (MetaCLIP's four sources).
+
+    openwit build data_specs/sample.yaml --stages vocabulary
+
+Output under `<build>/vocabulary/`:
+  queries.parquet  entry_id, query, sources, unigram_count, bigram_count, pmi, npmi, title_views
+                   (sorted by query; entry_id is the row number)
+  stats.json       counts per source and the skip reasons of every input
+  parts/<name>/    per-dump-part counts; `_SUCCESS` marks a finished part, so a rerun after a
+                   crash redoes only unfinished parts
+
+Bigram selection: raw PMI = log2(c(xy) N / (c(x) c(y))) over-ranks rare pairs (a pair seen once
+whose words are seen once has the maximum PMI). We keep bigrams with c(xy) >= min_bigram_count
+and PMI >= min_pmi, rank them by normalised PMI (PMI / -log2 p(xy), in [-1, 1], which discounts
+rare pairs), and keep at most max_bigrams.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.counting import SpillCounter, merge_partition
+from tasks.pageviews import title_views
+from tasks.specs import VocabularySpec
+from tasks.text_rules import normalise_entry
+from tasks.wikitext import DumpError, iter_article_texts
+from tasks.wordnet import synset_head_names
+
+QUERY_SCHEMA = pa.schema([
+    ("entry_id", pa.int64()), ("query", pa.string()), ("sources", pa.list_(pa.string())),
+    ("unigram_count", pa.int64()), ("bigram_count", pa.int64()), ("pmi", pa.float64()),
+    ("npmi", pa.float64()), ("title_views", pa.int64()),
+])
+
+
+@dataclass
+class PartResult:
+    name: str
+    folder: Path
+    stats: dict
+
+
+def _part_name(i: int, source: str) -> str:
+    stem = source.rstrip("/").rsplit("/", 1)[-1]
+    return f"{i:04d}-{''.join(c if c.isalnum() or c in '.-' else '_' for c in stem)[:80]}"
+
+
+def count_texts(texts: Iterable[tuple[str, str]], folder: Path, partitions: int, spill_items: int,
+                case_sensitive: bool, stats: dict) -> PartResult:
+    """Count one part's texts into `folder`, crash-safe: `_SUCCESS` is written last."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    counter = SpillCounter(tmp, partitions, spill_items, case_sensitive)
+    titles = []
+    try:
+        for title, text in texts:
+            counter.add_text(text)
+            titles.append(title)
+    except DumpError as e:  # a malformed dump: keep what was read, report why it stopped
+        stats["malformed_dump"] = str(e)
+    counter.spill()
+    stats["tokens"] = counter.total_tokens
+    pq.write_table(pa.table({"title": titles}), tmp / "titles.parquet")
+    (tmp / "stats.json").write_text(json.dumps(stats, sort_keys=True))
+    (tmp / "_SUCCESS").write_text("")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return PartResult(folder.name, folder, stats)
+
+
+def count_dump_part(source: str, folder: str, partitions: int, spill_items: int, case_sensitive: bool) -> PartResult:
+    """One dump file (or multistream part): a unit of parallel work, locally or on Ray."""
+    stats: dict = {"source": source}
+    return count_texts(iter_article_texts(source, stats), Path(folder), partitions, spill_items, case_sensitive, stats)
+
+
+def run_parts(jobs: list[tuple], workers: int, ray_address: str | None, progress: Callable[[str], None]) -> list[PartResult]:
+    """Run count_dump_part over jobs in processes (or Ray tasks when a cluster is named)."""
+    if not jobs:
+        return []
+    if ray_address:
+        import ray
+
+        ray.init(address=ray_address, ignore_reinit_error=True)
+        remote = ray.remote(count_dump_part)
+        return ray.get([remote.remote(*j) for j in jobs])
+    if workers <= 1 or len(jobs) == 1:
+        out = []
+        for j in jobs:
+            out.append(count_dump_part(*j))
+            progress(f"vocabulary: counted {j[0]}")
+        return out
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(count_dump_part, *j) for j in jobs]
+        out = []
+        for j, f in zip(jobs, futures):
+            out.append(f.result())
+            progress(f"vocabulary: counted {j[0]}")
+        return out
+
+
+def select_bigrams(part_folders: list[Path], spec: VocabularySpec, unigram_counts: dict[str, int],
+                   total_tokens: int) -> list[tuple[str, int, float, float]]:
+    wp = spec.wikipedia
+    scored = []
+    n = max(total_tokens, 1)
+    for p in range(wp.partitions):
+        table = merge_partition(part_folders, "b", p, wp.min_bigram_count)
+        for key, c in zip(table["key"].to_pylist(), table["count"].to_pylist()):
+            a, b = key.split(" ", 1)
+            ca, cb = unigram_counts.get(a), unigram_counts.get(b)
+            if not ca or not cb:
+                continue
+            pmi = math.log2(c * n / (ca * cb))
+            if pmi < wp.min_pmi:
+                continue
+            p_xy = c / n
+            npmi = pmi / -math.log2(p_xy) if p_xy < 1 else 1.0
+            scored.append((key, c, pmi, npmi))
+    scored.sort(key=lambda r: (-r[3], r[0]))
+    return scored[: wp.max_bigrams] if wp.max_bigrams else scored
+
+
+def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], pageview_files: list[str],
+                     ray_address: str | None = None, progress: Callable[[str], None] = print) -> dict:
+    """Build `out_dir/queries.parquet` and `stats.json`; returns the stats."""
+    wp = spec.wikipedia
+    parts_dir = out_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    jobs, done = [], []
+    for i, src in enumerate(dumps):
+        folder = parts_dir / _part_name(i, src)
+        if (folder / "_SUCCESS").exists():
+            done.append(PartResult(folder.name, folder, json.loads((folder / "stats.json").read_text())))
+        else:
+            jobs.append((src, str(folder), wp.partitions, wp.spill_items, spec.case_sensitive))
+    progress(f"vocabulary: {len(done)} dump parts cached, {len(jobs)} to count")
+    results = done + run_parts(jobs, wp.workers, ray_address, progress)
+    if wp.api is not None:
+        folder = parts_dir / "api"
+        if not (folder / "_SUCCESS").exists():
+            from tasks.wiki_api import fetch_articles
+
+            st: dict = {"source": "wikipedia-api"}
+            count_texts(fetch_articles(wp.api, st), folder, wp.partitions, wp.spill_items, spec.case_sensitive, st)
+        results.append(PartResult("api", folder, json.loads((folder / "stats.json").read_text())))
+    part_folders = [r.folder for r in results]
+    total_tokens = sum(r.stats.get("tokens", 0) for r in results)
+
+    # Unigrams: keep every count PMI needs (>= the smaller threshold), report those >= min_unigram_count.
+    keep_min = min(wp.min_unigram_count, wp.min_bigram_count)
+    unigram_counts: dict[str, int] = {}
+    for p in range(wp.partitions):
+        t = merge_partition(part_folders, "u", p, keep_min)
+        unigram_counts.update(zip(t["key"].to_pylist(), t["count"].to_pylist()))
+    bigrams = select_bigrams(part_folders, spec, unigram_counts, total_tokens)
+
+    entries: dict[str, dict] = {}
+
+    def entry(q: str) -> dict:
+        q = normalise_entry(q, spec.case_sensitive)
+        return entries.setdefault(q, {"sources": set(), "unigram_count": None, "bigram_count": None,
+                                      "pmi": None, "npmi": None, "title_views": None}) if q else {"sources": set()}
+
+    for w, c in unigram_counts.items():
+        if c >= wp.min_unigram_count:
+            e = entry(w)
+            e["sources"].add("wikipedia_unigram")
+            e["unigram_count"] = c
+    for key, c, pmi, npmi in bigrams:
+        e = entry(key)
+        e["sources"].add("wikipedia_bigram")
+        e.update(bigram_count=c, pmi=round(pmi, 4), npmi=round(npmi, 4))
+
+    pv_stats: dict = {}
+    n_titles = 0
+    if pageview_files:
+        views = title_views(pageview_files, spec.pageviews.projects, pv_stats)
+        popular = {t: v for t, v in views.items() if v >= spec.pageviews.min_title_views}
+        if part_folders and dumps:  # only titles that are articles in the dump
+            in_dump = set()
+            for f in part_folders:
+                if (f / "titles.parquet").exists():
+                    in_dump.update(t for t in pq.read_table(f / "titles.parquet")["title"].to_pylist() if t in popular)
+            pv_stats["popular_not_in_dump"] = len(popular) - len(in_dump)
+            popular = {t: v for t, v in popular.items() if t in in_dump}
+        for t, v in popular.items():
+            e = entry(t)
+            e["sources"].add("wikipedia_title")
+            e["title_views"] = (e["title_views"] or 0) + v
+            n_titles += 1
+
+    wn_count, wn_synsets = 0, 0
+    if spec.wordnet.enabled:
+        names, wn_synsets = synset_head_names(spec.wordnet.path)
+        for name in names:
+            entry(name)["sources"].add("wordnet")
+        wn_count = len(names)
+        progress(f"vocabulary: WordNet {wn_synsets} synsets, {wn_count} unique head names (WordNet 3.0: about 86.6k)")
+
+    queries = sorted(entries)
+    table = pa.table({
+        "entry_id": list(range(len(queries))),
+        "query": queries,
+        "sources": [sorted(entries[q]["sources"]) for q in queries],
+        **{k: [entries[q][k] for q in queries] for k in ("unigram_count", "bigram_count", "pmi", "npmi", "title_views")},
+    }, schema=QUERY_SCHEMA)
+    tmp = out_dir / "queries.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.rename(out_dir / "queries.parquet")
+    by_source = {s: sum(1 for q in queries if s in entries[q]["sources"])
+                 for s in ("wordnet", "wikipedia_unigram", "wikipedia_bigram", "wikipedia_title")}
+    stats = {
+        "entries": len(queries), "by_source": by_source, "total_tokens": total_tokens,
+        "wordnet_synsets": wn_synsets, "wordnet_names": wn_count, "titles_kept": n_titles,
+        "parts": {r.name: r.stats for r in results}, "pageviews": pv_stats,
+        "top_unigrams": sorted(((c, w) for w, c in unigram_counts.items()), reverse=True)[:20],
+        "top_bigrams": [b[:3] for b in bigrams[:20]],
+    }
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
+    return stats

@@ -1,0 +1,126 @@
+"""Stream pages out of MediaWiki XML exports and turn wikitext into plain text.
+
+Inputs are `pages-articles` exports: `.xml`, `.xml.bz2` (multistream files too: Python's bz2
+reads concatenated streams), local paths or http(s) URLs (opened with fsspec, streamed).
+
+The cleaner is a regex pass in the tradition of gensim's `filter_wiki` and WikiExtractor,
+chosen over a full parser (mwparserfromhell) for throughput at full-Wikipedia scale
+(bench/vocabulary.py measures it). It drops comments, references, templates, tables, file /
+image / category / interwiki links and HTML tags, and keeps link labels and headings' text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+
+
+@dataclass
+class Page:
+    title: str
+    ns: int
+    redirect: bool
+    text: str
+
+
+class DumpError(ValueError):
+    pass
+
+
+def open_source(path: str):
+    """A binary stream over a local path or URL, decompressed by extension (.bz2/.gz/.xz)."""
+    return fsspec.open(path, "rb", compression="infer").open()
+
+
+def iter_pages(path: str) -> Iterator[Page]:
+    """Every <page> of an export, in order. Memory stays flat: each element is cleared."""
+    with open_source(path) as fh:
+        ctx = ET.iterparse(fh, events=("end",))
+        title, ns, redirect, text = "", 0, False, ""
+        try:
+            for _event, elem in ctx:
+                tag = elem.tag.rsplit("}", 1)[-1]
+                if tag == "title":
+                    title = elem.text or ""
+                elif tag == "ns":
+                    ns = int(elem.text or 0)
+                elif tag == "redirect":
+                    redirect = True
+                elif tag == "text":
+                    text = elem.text or ""
+                elif tag == "page":
+                    yield Page(title, ns, redirect, text)
+                    title, ns, redirect, text = "", 0, False, ""
+                    elem.clear()
+                elif tag in ("revision", "siteinfo"):
+                    elem.clear()
+        except ET.ParseError as e:
+            raise DumpError(f"{path}: malformed XML ({e}); pages before this point were read") from None
+
+
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", re.S | re.I)
+_DROP_TAGS = re.compile(r"<(math|gallery|timeline|score|syntaxhighlight|code|pre)\b[^>]*>.*?</\1>", re.S | re.I)
+_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_TABLE = re.compile(r"\{\|(?:(?!\{\|).)*?\|\}", re.S)
+_INNER_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
+_EXT_LINK = re.compile(r"\[(?:https?:)?//[^\s\]]+\s*([^\]]*)\]")
+_HEADING = re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M)
+_QUOTES = re.compile(r"'{2,}")
+_LIST = re.compile(r"^[*#:;]+\s*", re.M)
+_MAGIC = re.compile(r"__[A-Z]+__")
+_DROP_NS = ("file:", "image:", "category:", "media:", "wikipedia:", "wp:", "help:", "template:", "portal:", "draft:", "user:", "special:")
+_INTERWIKI = re.compile(r"^:?[a-z]{2,3}(-[a-z]+)?:")
+
+
+def _link(m: re.Match) -> str:
+    inner = m.group(1)
+    low = inner.lstrip(":").lower()
+    if low.startswith(_DROP_NS) or _INTERWIKI.match(inner):
+        return " "
+    return inner.rsplit("|", 1)[-1]
+
+
+def _until_stable(pattern: re.Pattern, repl, text: str, limit: int = 20) -> str:
+    for _ in range(limit):  # innermost first, so nesting unwinds one level per pass
+        new = pattern.sub(repl, text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def wikitext_to_text(wikitext: str) -> str:
+    t = _COMMENT.sub(" ", wikitext)
+    t = _REF.sub(" ", t)
+    t = _DROP_TAGS.sub(" ", t)
+    t = _until_stable(_TEMPLATE, " ", t)
+    t = _until_stable(_TABLE, " ", t)
+    t = _until_stable(_INNER_LINK, _link, t)
+    t = _EXT_LINK.sub(r"\1", t)
+    t = _TAG.sub(" ", t)
+    t = _HEADING.sub(r"\1.", t)
+    t = _QUOTES.sub("", t)
+    t = _LIST.sub("", t)
+    t = _MAGIC.sub(" ", t)
+    return html.unescape(t)
+
+
+def iter_article_texts(path: str, stats: dict[str, int] | None = None) -> Iterator[tuple[str, str]]:
+    """(title, plain text) of namespace-0 non-redirect pages; `stats` counts what was skipped."""
+    stats = stats if stats is not None else {}
+    for page in iter_pages(path):
+        if page.ns != 0:
+            stats["skipped_other_namespace"] = stats.get("skipped_other_namespace", 0) + 1
+        elif page.redirect or page.text.lstrip()[:9].upper() == "#REDIRECT":
+            stats["skipped_redirect"] = stats.get("skipped_redirect", 0) + 1
+        else:
+            stats["articles"] = stats.get("articles", 0) + 1
+            stats["wikitext_bytes"] = stats.get("wikitext_bytes", 0) + len(page.text)
+            yield page.title, wikitext_to_text(page.text)

@@ -1,0 +1,152 @@
+"""Byte-level BPE tokenizers for the text tower (HF `tokenizers`).
+
+Two ways to get one:
+  * `train_bpe(shards, "tokenizer.json")`: train on the build's captions (build-wit does this
+    and saves it next to the shards; checkpoints carry it).
+  * `from_clip_bpe("bpe_simple_vocab_16e6.txt.gz")`: CLIP's own 49,408-token vocabulary from its
+    merges file, assembled the way OpenAI's `SimpleTokenizer` does (byte-to-unicode alphabet,
+    `</w>` end-of-word suffix, CLIP's pre-tokenisation regex).
+
+Cleaning is CLIP's: ftfy, HTML unescape, whitespace collapse, lowercase. Every sequence is
+`<start_of_text> ... <end_of_text>` padded with 0; truncation keeps the end token, because the
+text tower pools the feature at the end token.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import ftfy
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+SOT, EOT, PAD = "<start_of_text>", "<end_of_text>", "<pad>"
+_WS = re.compile(r"\s+")
+CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def clean(text: str) -> str:
+    text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text))
+    return _WS.sub(" ", text).strip().lower()
+
+
+class Tokenizer:
+    """texts -> LongTensor [B, context_length]; `eot_id` marks the pooled position."""
+
+    def __init__(self, hf: HFTokenizer, context_length: int = 77):
+        self.hf = hf
+        self.context_length = context_length
+        self.sot_id = hf.token_to_id(SOT)
+        self.eot_id = hf.token_to_id(EOT)
+        if self.sot_id is None or self.eot_id is None:
+            raise ValueError(f"tokenizer lacks {SOT} / {EOT} special tokens")
+        self.pad_id = 0
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(clean(text), add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        specials = {self.sot_id, self.eot_id, self.pad_id}
+        return self.hf.decode([i for i in ids if i not in specials]).strip()
+
+    def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        n = context_length or self.context_length
+        out = np.full((len(texts), n), self.pad_id, dtype=np.int64)
+        encs = self.hf.encode_batch([clean(t) for t in texts], add_special_tokens=False)
+        for i, enc in enumerate(encs):
+            ids = [self.sot_id] + enc.ids[: n - 2] + [self.eot_id]  # truncation keeps the end token
+            out[i, : len(ids)] = ids
+        return torch.from_numpy(out)
+
+    def save(self, path: str | Path) -> None:
+        self.hf.save(str(path))
+
+    def to_json(self) -> str:
+        return self.hf.to_str()
+
+    @classmethod
+    def load(cls, path: str | Path, context_length: int = 77) -> "Tokenizer":
+        return cls(HFTokenizer.from_file(str(path)), context_length)
+
+    @classmethod
+    def from_json(cls, blob: str, context_length: int = 77) -> "Tokenizer":
+        return cls(HFTokenizer.from_str(blob), context_length)
+
+
+def _captions(shards: Iterable[Path]) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    for s in shards:
+        for t in pq.read_table(s, columns=["caption"])["caption"].to_pylist():
+            if t:
+                yield clean(t)
+
+
+def train_bpe(source: Iterable[Path] | Iterable[str], out_path: str | Path | None = None, vocab_size: int = 8192) -> Tokenizer:
+    """Train a byte-level BPE on captions (parquet shards with a `caption` column, or strings)."""
+    items = list(source)
+    texts = _captions(items) if items and isinstance(items[0], Path) else (clean(t) for t in items)
+    hf = HFTokenizer(models.BPE())
+    hf.normalizer = normalizers.NFC()
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, SOT, EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(texts, trainer=trainer)
+    tok = Tokenizer(hf)
+    if out_path is not None:
+        tmp = Path(str(out_path) + ".tmp")
+        tok.save(tmp)
+        tmp.rename(out_path)
+    return tok
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def from_clip_bpe(path: str | Path, context_length: int = 77, n_merges: int = 49152 - 256 - 2) -> Tokenizer:
+    """CLIP's tokenizer from its merges file (`bpe_simple_vocab_16e6.txt.gz`), at a user's path."""
+    raw = gzip.open(path, "rt", encoding="utf-8").read() if str(path).endswith(".gz") else Path(path).read_text("utf-8")
+    merges = [tuple(m.split()) for m in raw.split("\n")[1: n_merges + 1] if m.strip()]
+    alphabet = list(_bytes_to_unicode().values())
+    vocab_list = [PAD] if False else []
+    vocab_list = alphabet + [a + "</w>" for a in alphabet] + ["".join(m) for m in merges] + [SOT, EOT]
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="</w>",
+                                fuse_unk=False, unk_token=None))
+    hf.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    hf.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    hf.decoder = decoders.BPEDecoder(suffix="</w>")
+    hf.add_special_tokens([SOT, EOT])
+    tok = Tokenizer(hf, context_length)
+    tok.pad_id = 0  # CLIP pads with 0 (the "!" token), as OpenAI's tokenize() does
+    return tok
+
+
+def save_json(tok: Tokenizer) -> dict:
+    return {"tokenizer_json": json.loads(tok.to_json()), "context_length": tok.context_length}
