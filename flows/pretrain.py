@@ -1,0 +1,85 @@
+"""The pretrain flow: CLIP on a build's shards with Ray Train workers, tracked in MLflow.
+
+    prefect deployment run pretrain/sample        # on the local stack
+    openwit pretrain data_specs/pretrain-sample.yaml
+
+The flow resolves the spec, opens (or reopens) the MLflow run for this training run, starts or
+attaches Ray, runs the trainer, and publishes an artifact with the run link and final metrics.
+Rerunning the flow for the same `output_dir` resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.specs import REPO_ROOT, PretrainSpec, load_spec, resolve_path, spec_hash
+from tasks.suites import resolve_suites
+
+
+def model_config(name: str) -> dict:
+    p = Path(name)
+    if not p.suffix:
+        p = REPO_ROOT / "training" / "model_configs" / f"{name}.json"
+    return json.loads(resolve_path(p).read_text())
+
+
+def prepare(spec: PretrainSpec) -> dict:
+    """Everything the workers need, with absolute paths (Ray Train V2 workers change directory)."""
+    from training import tracking
+
+    build = resolve_path(spec.data.build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    run_dir = resolve_path(spec.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    uri = tracking.tracking_uri(spec.mlflow.tracking_uri, REPO_ROOT / ".openwit")
+    id_file = run_dir / "mlflow_run_id"
+    resume_id = id_file.read_text().strip() if id_file.exists() else None
+    mcfg = model_config(spec.model)
+    tags = {"openwit.spec": spec.name, "openwit.build": manifest["name"], "openwit.manifest_spec_hash": manifest["spec_hash"],
+            "prefect.flow_run_id": str(runtime.flow_run.id or ""), "prefect.flow_run_name": str(runtime.flow_run.name or "")}
+    params = {"spec": spec.model_dump(mode="json"), "model_config": mcfg,
+              "dataset": {"name": manifest["name"], "spec_hash": manifest["spec_hash"], "rows": manifest["totals"]["rows"]}}
+    manifest["source"] = str(build / "manifest.json")
+    run_id = tracking.start_run(uri, spec.mlflow.experiment, spec.name, params, tags, manifest,
+                                REPO_ROOT / ".openwit" / "mlartifacts", resume_id)
+    id_file.write_text(run_id)
+    threads = int(spec.scaling.resources_per_worker.get("CPU", 1))
+    return {
+        "run_name": spec.name, "run_dir": str(run_dir), "build": str(build), "subset": spec.data.subset,
+        "image_size": spec.data.image_size, "tokenizer": str(build / manifest.get("tokenizer", "tokenizer.json")),
+        "model": mcfg, "train": spec.train.model_dump(), "use_gpu": spec.scaling.use_gpu, "threads_per_worker": threads,
+        "eval_suites": resolve_suites(spec.eval_suites),
+        "mlflow": {"uri": uri, "run_id": run_id, "run_dir": str(run_dir), "register_model": spec.mlflow.register_model},
+    }
+
+
+@task(name="train", retries=0)
+def train(config: dict, scaling: dict, address: str | None) -> dict:
+    from training.train_loop import read_final, run_training
+
+    run_training(config, scaling, address, str(Path(config["run_dir"]) / "ray"))
+    return read_final(Path(config["run_dir"]))
+
+
+@flow(name="pretrain", log_prints=True)
+def pretrain(spec: str | dict[str, Any] = "data_specs/pretrain-sample.yaml") -> dict:
+    """Pretrain CLIP from a spec (a path under data_specs/ or a mapping)."""
+    s: PretrainSpec = load_spec(spec, PretrainSpec)
+    logger = get_run_logger()
+    config = prepare(s)
+    logger.info(f"MLflow run {config['mlflow']['run_id']} at {config['mlflow']['uri']}; training {s.train.steps} steps "
+                f"on {s.scaling.workers} workers")
+    metrics = train(config, s.scaling.model_dump(), s.scaling.address)
+    uri = config["mlflow"]["uri"]
+    link = f"{uri}/#/experiments/0/runs/{config['mlflow']['run_id']}" if uri.startswith("http") else f"run {config['mlflow']['run_id']} in {uri}"
+    table = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    create_markdown_artifact(key=f"pretrain-{s.name}".lower(), markdown=f"## pretrain {s.name}\n\nMLflow: {link}\n\n| metric | value |\n|---|---|\n{table}\n",
+                             description="final zero-shot metrics")
+    return {"run_id": config["mlflow"]["run_id"], "metrics": metrics, "run_dir": config["run_dir"], "spec_hash": spec_hash(s),
+            "tracking_uri": uri, "pid": os.getpid()}

@@ -1,0 +1,134 @@
+"""Evaluation datasets and the suite runner used by `pretrain` (during training) and `evaluate`.
+
+Sources: an ImageFolder (`<class>/*.jpg`), CIFAR-10/100 python pickle batches, an ImageNet
+validation folder with its `LOC_synset_mapping.txt`, a parquet table with image bytes and a
+label or captions. Suites are plain dicts here (validated by tasks/specs.py upstream).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from training.data import center_resize, to_tensor
+from training.zero_shot import (TEMPLATE_SETS, class_embeddings, image_features, linear_probe,
+                                retrieval_metrics, zero_shot_classify)
+
+IMG_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+@dataclass
+class LabelledSet:
+    images: list  # PIL images or bytes
+    labels: np.ndarray
+    classnames: list[str]
+    captions: list[list[str]] = field(default_factory=list)
+
+
+def _open(x) -> Image.Image:
+    return x if isinstance(x, Image.Image) else Image.open(io.BytesIO(x) if isinstance(x, bytes) else x)
+
+
+def load_imagefolder(path: Path, max_images: int | None = None) -> LabelledSet:
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir())
+    images, labels = [], []
+    for c, name in enumerate(classes):
+        files = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMG_EXT)
+        images += files
+        labels += [c] * len(files)
+    return _cap(LabelledSet(images, np.array(labels), classes), max_images)
+
+
+def load_cifar(path: Path, hundred: bool = False, max_images: int | None = None) -> LabelledSet:
+    batch = "test" if hundred else "test_batch"
+    meta = pickle.load(open(path / ("meta" if hundred else "batches.meta"), "rb"), encoding="latin1")
+    d = pickle.load(open(path / batch, "rb"), encoding="latin1")
+    data = d["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.array(d["fine_labels" if hundred else "labels"])
+    names = meta["fine_label_names" if hundred else "label_names"]
+    return _cap(LabelledSet([Image.fromarray(a) for a in data], labels, [n.replace("_", " ") for n in names]), max_images)
+
+
+def load_imagenet(path: Path, synset_map: Path, max_images: int | None = None) -> LabelledSet:
+    wnids, names = [], []
+    for line in synset_map.read_text().splitlines():
+        wnid, rest = line.split(" ", 1)
+        wnids.append(wnid)
+        names.append(rest.split(",")[0].strip())
+    images, labels = [], []
+    for c, w in enumerate(wnids):
+        files = sorted((path / w).glob("*")) if (path / w).is_dir() else []
+        images += files
+        labels += [c] * len(files)
+    return _cap(LabelledSet(images, np.array(labels), names), max_images)
+
+
+def load_parquet(path: Path, image_col: str, label_col: str, caption_col: str, classnames: list[str] | None,
+                 max_images: int | None = None) -> LabelledSet:
+    t = pq.read_table(path)
+    images = t[image_col].to_pylist()
+    if label_col in t.column_names:
+        labels = np.array(t[label_col].to_pylist())
+        return _cap(LabelledSet(images, labels, classnames or [str(i) for i in range(int(labels.max()) + 1)]), max_images)
+    caps = t[caption_col].to_pylist() if caption_col in t.column_names else t["captions"].to_pylist()
+    caps = [c if isinstance(c, list) else [c] for c in caps]
+    return _cap(LabelledSet(images, np.zeros(len(images), dtype=np.int64), [], caps), max_images)
+
+
+def _cap(s: LabelledSet, n: int | None) -> LabelledSet:
+    if n is None or len(s.images) <= n:
+        return s
+    idx = np.random.default_rng(0).permutation(len(s.images))[:n]
+    idx.sort()
+    return LabelledSet([s.images[i] for i in idx], s.labels[idx], s.classnames, [s.captions[i] for i in idx] if s.captions else [])
+
+
+def batches(images: list, labels: np.ndarray, size: int, bs: int = 256):
+    for i in range(0, len(images), bs):
+        x = np.stack([to_tensor(center_resize(_open(im), size)) for im in images[i:i + bs]])
+        yield torch.from_numpy(x), torch.from_numpy(labels[i:i + bs])
+
+
+@torch.no_grad()
+def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None) -> tuple[dict, dict]:
+    """Metrics `{<task>/<suite>/<metric>: value}` and artifacts `{name: object}` for one suite."""
+    name = suite["name"]
+    model.eval()
+    metrics, artifacts = {}, {}
+    enc_text = lambda texts: model.encode_text(tokenizer(texts))  # noqa: E731
+    feats, labels = image_features(model.encode_image, batches(data.images, data.labels, image_size))
+    tasks = suite.get("tasks", ["zeroshot"])
+    if "zeroshot" in tasks and data.classnames:
+        templates = suite.get("templates", "simple")
+        templates = TEMPLATE_SETS[templates] if isinstance(templates, str) else templates
+        classnames = suite.get("classnames") or data.classnames
+        key = (id(model), name)
+        if cache is not None and key in cache:
+            cls = cache[key]
+        else:
+            cls = class_embeddings(enc_text, classnames, templates)
+            if cache is not None:
+                cache[key] = cls
+        m, cm, per_class = zero_shot_classify(feats, labels, cls)
+        metrics.update({f"zeroshot/{name}/{k}": v for k, v in m.items()})
+        artifacts[f"zeroshot-{name}-confusion"] = (cm, classnames)
+        artifacts[f"zeroshot-{name}-per-class"] = dict(zip(classnames, per_class))
+    if "retrieval" in tasks and data.captions:
+        caps = [c for cs in data.captions for c in cs]
+        owner = torch.tensor([i for i, cs in enumerate(data.captions) for _ in cs])
+        txt = torch.cat([torch.nn.functional.normalize(enc_text(caps[i:i + 256]).float(), dim=-1) for i in range(0, len(caps), 256)])
+        metrics.update({f"retrieval/{name}/{k}": v for k, v in retrieval_metrics(feats, txt, owner).items()})
+    if "linear_probe" in tasks and data.classnames:
+        X, y = feats.numpy(), labels.numpy()
+        idx = np.random.default_rng(0).permutation(len(y))
+        cut = len(y) // 2
+        lp = linear_probe(X[idx[:cut]], y[idx[:cut]], X[idx[cut:]], y[idx[cut:]])
+        metrics[f"linprobe/{name}/top1"] = lp["top1"]
+    return metrics, artifacts

@@ -1,0 +1,118 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+The flow opens one run per training run (`start_run`), logs the flattened spec, the model
+config and the dataset (manifest hash) as params and as a logged input; rank 0 of the trainer
+logs metrics, evaluations and the final model into that run (`WorkerTracker`). Metric names are
+stable across specs (`train/loss`, `zeroshot/<suite>/top1`, ...), so runs compare cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from training.checkpoint import save_model
+
+
+def tracking_uri(configured: str | None, state_dir: Path) -> str:
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state_dir / 'mlflow.db'}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else str(v)
+    return out
+
+
+def start_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict, manifest: dict | None,
+              artifact_root: Path | None = None, resume_run_id: str | None = None) -> str:
+    """Create (or reopen) the run; returns its id."""
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri() if artifact_root and uri.startswith("sqlite") else None)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else run_name) as run:
+        if not resume_run_id:
+            flat = flatten(params)
+            for i in range(0, len(flat), 100):
+                mlflow.log_params(dict(list(flat.items())[i:i + 100]))
+            mlflow.set_tags(tags)
+            if manifest is not None:
+                import pandas as pd
+
+                shards = pd.DataFrame(manifest["shards"])
+                ds = mlflow.data.from_pandas(shards, source=manifest.get("source", manifest["name"]), name=manifest["name"],
+                                             digest=manifest["spec_hash"])
+                mlflow.log_input(ds, context="training")
+        return run.info.run_id
+
+
+class WorkerTracker:
+    """Rank 0's logger inside a Ray worker: metrics, evaluations, final model."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        mlflow.set_tracking_uri(cfg["uri"])
+        self.client = MlflowClient(cfg["uri"])
+        self.run_id = cfg["run_id"]
+        self._sysmon = None
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._sysmon = SystemMetricsMonitor(self.run_id, sampling_interval=10, samples_before_logging=1)
+            self._sysmon.start()
+        except Exception:  # noqa: BLE001 - system metrics are a nicety
+            self._sysmon = None
+        self.cache: dict = {}
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        for k, v in metrics.items():
+            self.client.log_metric(self.run_id, k, float(v), step=step)
+
+    def evaluate(self, model, tok, suites: list[dict], image_size: int, step: int, final: bool = False) -> dict:
+        from training.eval_data import run_suite
+        from training.eval_report import log_eval_artifacts, suite_data
+
+        all_metrics = {}
+        for suite in suites:
+            metrics, artifacts = run_suite(model, tok, suite, suite_data(suite), image_size, self.cache)
+            self.cache.clear()  # class embeddings change as the model trains
+            self.log_metrics(metrics, step)
+            all_metrics.update(metrics)
+            if final:
+                log_eval_artifacts(self.client, self.run_id, suite["name"], artifacts)
+        print(f"eval at step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in all_metrics.items()), flush=True)
+        if final:
+            Path(self.cfg["run_dir"], "final_metrics.json").write_text(json.dumps(all_metrics, indent=1))
+        return all_metrics
+
+    def finish(self, model, tok, run_dir: Path, step: int, skipped: dict) -> None:
+        folder = save_model(model, run_dir / "model", tok, extra={"step": step})
+        self.client.log_metric(self.run_id, "train/skipped_records", float(sum(skipped.values())), step=step)
+        log_model(self.cfg, folder)
+        if self._sysmon:
+            self._sysmon.finish()
+
+
+def log_model(cfg: dict, folder: Path) -> None:
+    """Log our checkpoint folder as an MLflow pyfunc model (models-from-code: nothing pickled)."""
+    code = Path(__file__).with_name("mlflow_model.py")
+    with mlflow.start_run(run_id=cfg["run_id"]):
+        mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"checkpoint": str(folder)},
+                                code_paths=[str(Path(__file__).parent)],
+                                registered_model_name=cfg.get("register_model"), pip_requirements=["torch", "safetensors", "tokenizers", "ftfy"])
+        mlflow.log_artifacts(str(folder), artifact_path="checkpoint")

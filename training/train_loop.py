@@ -1,0 +1,233 @@
+"""CLIP pretraining on Ray Train workers (Train V2 API). The only module that imports ray.train.
+
+`run_training(config)` builds a TorchTrainer from the spec's scaling section and runs
+`train_loop_per_worker` on every worker: gloo on CPU, NCCL on GPU. A worker that dies is
+replaced (FailureConfig(max_failures)) and every worker resumes from the last checkpoint:
+model, optimizer, schedule step, data position and RNG state, so the step count is continuous
+and no sample is repeated or skipped. Rerunning the flow for the same run resumes the same way
+from `<run_dir>/checkpoints/latest`.
+
+Paths in `config` are absolute: Ray Train V2 workers change directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from training.data import LoaderState, ShardLoader, load_rows
+from training.loss import clip_loss, siglip_loss
+from training.model import CLIP, CLIPConfig
+from training.tokenizer import Tokenizer
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's rule: no weight decay on gains, biases, norms and the logit scale."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """Linear warmup, then cosine decay to 0."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_state(run_dir: Path, step: int, model, opt, loader: ShardLoader, extra: dict) -> Path:
+    """Write checkpoints/step-N atomically and point `latest` at it."""
+    ck = run_dir / "checkpoints"
+    ck.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=ck, prefix=".tmp-"))
+    st = loader.state()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "loader": {"epoch": st.epoch, "index": st.index, "skipped": st.skipped},
+                "rng": {"torch": torch.get_rng_state()}, "extra": extra}, tmp / "state.pt")
+    final = ck / f"step-{step:07d}"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    (ck / "latest.tmp").write_text(final.name)
+    (ck / "latest.tmp").rename(ck / "latest")
+    for old in sorted(ck.glob("step-*"))[:-2]:  # keep the last two
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_state(run_dir: Path) -> dict | None:
+    latest = run_dir / "checkpoints" / "latest"
+    if not latest.exists():
+        return None
+    return torch.load(run_dir / "checkpoints" / latest.read_text().strip() / "state.pt", weights_only=True, map_location="cpu")
+
+
+def train_step(model, opt, micro: list[tuple[torch.Tensor, torch.Tensor]], loss_name: str, device, amp_dtype, grad_clip):
+    """One optimizer step over `micro` batches. With several micro-batches the features are
+    cached first (no grad), then each micro-batch is recomputed with grad against the whole
+    cache, so the contrastive batch really is the large batch (open_clip's accum_freq)."""
+    model.train()
+    m = model.module if hasattr(model, "module") else model
+    ac = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False)
+    scale = m.logit_scale.exp().clamp(max=100)
+    lossf = (lambda i, t, s: clip_loss(i, t, s)) if loss_name == "clip" else (lambda i, t, s: siglip_loss(i, t, s, m.logit_bias))
+    if len(micro) == 1:
+        img, txt = micro[0]
+        with ac:
+            fi, ft, s = model(img.to(device), txt.to(device))
+            loss = lossf(fi.float(), ft.float(), s)
+        loss.backward()
+    else:
+        with torch.no_grad(), ac:
+            cache = [model(i.to(device), t.to(device))[:2] for i, t in micro]
+        for j, (img, txt) in enumerate(micro):
+            with ac:
+                fi, ft, s = model(img.to(device), txt.to(device))
+                all_i = torch.cat([c[0] if k != j else fi for k, c in enumerate(cache)]).float()
+                all_t = torch.cat([c[1] if k != j else ft for k, c in enumerate(cache)]).float()
+                loss = lossf(all_i, all_t, s)
+            loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    m.clamp_logit_scale()  # CLIP: the temperature never exceeds 100
+    return loss.detach(), scale.detach()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    from training import tracking
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    tr = config["train"]
+    run_dir = Path(config["run_dir"])
+    device = torch.device("cuda", ctx.get_local_rank()) if config["use_gpu"] and torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
+    amp_dtype = torch.bfloat16 if (tr["precision"] == "bf16" and device.type == "cuda") else None
+
+    tok = Tokenizer.load(config["tokenizer"], config["model"]["text_cfg"]["context_length"])
+    cfg = CLIPConfig.from_dict(config["model"])
+    cfg.text.vocab_size, cfg.text.eot_id = tok.vocab_size, tok.eot_id
+    torch.manual_seed(tr["seed"])
+    model = CLIP(cfg).to(device)
+    if tr["loss"] == "siglip":
+        model.logit_scale.data.fill_(math.log(10))
+        model.logit_bias = torch.nn.Parameter(torch.tensor(-10.0, device=device))
+    if tr["grad_checkpointing"]:
+        model.set_grad_checkpointing(True)
+    opt = torch.optim.AdamW(param_groups(model, tr["weight_decay"]), lr=tr["lr"], betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])
+
+    state = _load_state(run_dir)
+    step, loader_state = 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        loader_state = LoaderState(**state["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if rank == 0:
+            print(f"resuming from step {step} (epoch {loader_state.epoch}, index {loader_state.index})", flush=True)
+    table, _manifest = load_rows(Path(config["build"]), config["subset"])
+    per_worker = tr["batch_size"] // (world * tr["accum_steps"])
+    loader = ShardLoader(table, tok, config["image_size"], per_worker, tr["seed"], rank, world, loader_state)
+    train_model = ray.train.torch.prepare_model(model) if world > 1 else model
+    if tr["compile"]:
+        train_model = torch.compile(train_model)
+
+    tracker = tracking.WorkerTracker(config["mlflow"]) if rank == 0 else None
+    kill_at = int(os.environ.get("OPENWIT_TEST_KILL_AT_STEP", "-1"))
+    t_start, wait, t_window, n_window = time.time(), 0.0, time.time(), 0
+    while step < tr["steps"]:
+        t0 = time.time()
+        micro = [loader.next_batch() for _ in range(tr["accum_steps"])]
+        wait += time.time() - t0
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tr["lr"], tr["warmup_steps"], tr["steps"])
+        loss, scale = train_step(train_model, opt, micro, tr["loss"], device, amp_dtype, tr["grad_clip"])
+        step += 1
+        n_window += tr["batch_size"]
+        if rank == world - 1 and step == kill_at and not (run_dir / "killed-once").exists():
+            (run_dir / "killed-once").write_text(str(step))  # test hook: a worker dies mid-run
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step % tr["log_every"] == 0 or step == tr["steps"]:
+            elapsed = time.time() - t_window
+            metrics = {"train/loss": loss.item(), "train/lr": opt.param_groups[0]["lr"], "train/logit_scale": scale.item(),
+                       "train/samples_per_s": n_window / max(elapsed, 1e-9), "train/data_wait_fraction": wait / max(elapsed, 1e-9),
+                       "train/epoch": loader.st.epoch}
+            if tracker:
+                tracker.log_metrics(metrics, step)
+                print(f"step {step}/{tr['steps']} loss {metrics['train/loss']:.3f} {metrics['train/samples_per_s']:.0f} samples/s", flush=True)
+            t_window, wait, n_window = time.time(), 0.0, 0
+        stop = _out_of_time(t_start, tr.get("max_minutes"), world, device)
+        if step % tr["checkpoint_every"] == 0 or step == tr["steps"] or stop:
+            if rank == 0:
+                _save_state(run_dir, step, model, opt, loader, {"skipped_records": loader.st.skipped})
+            if world > 1:
+                dist.barrier()
+            ray.train.report({"step": step, "loss": loss.item()})
+        if tracker and tr["eval_every"] and step % tr["eval_every"] == 0 and step < tr["steps"]:
+            tracker.evaluate(model, tok, config["eval_suites"], config["image_size"], step)
+        if stop:
+            break
+    if tracker:
+        tracker.evaluate(model, tok, config["eval_suites"], config["image_size"], step, final=True)
+        tracker.finish(model, tok, run_dir, step, loader.st.skipped)
+
+
+def _out_of_time(t_start: float, max_minutes: float | None, world: int, device) -> bool:
+    """Rank 0's clock decides, so every worker stops at the same step."""
+    flag = torch.tensor([1.0 if max_minutes and time.time() - t_start > max_minutes * 60 else 0.0], device=device)
+    if world > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def run_training(config: dict, scaling: dict, ray_address: str | None, storage: str) -> dict:
+    """Start (or attach to) Ray and run the TorchTrainer; returns the last reported metrics."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        if ray_address:
+            ray.init(address=ray_address)
+        else:
+            ray.init(num_cpus=max(2, int(scaling["workers"] * scaling["resources_per_worker"].get("CPU", 1))) + 1,
+                     include_dashboard=False, runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")}})
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if scaling["use_gpu"] else "gloo"),
+        scaling_config=ScalingConfig(num_workers=scaling["workers"], use_gpu=scaling["use_gpu"],
+                                     resources_per_worker=scaling["resources_per_worker"]),
+        run_config=RunConfig(name=config["run_name"], storage_path=storage,
+                             failure_config=FailureConfig(max_failures=scaling["max_failures"])),
+    )
+    result = trainer.fit()
+    return dict(result.metrics or {})
+
+
+def read_final(run_dir: Path) -> dict:
+    f = run_dir / "final_metrics.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+__all__ = ["run_training", "train_loop_per_worker", "lr_at", "param_groups", "train_step", "np"]
