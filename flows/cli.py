@@ -26,6 +26,10 @@ def _ephemeral_prefect() -> None:
 
 
 def cmd_build(a) -> int:
+    from tasks.build_stages import make_context
+    from tasks.specs import BuildSpec, load_spec
+
+    make_context(load_spec(a.spec, BuildSpec), log=lambda *_: None)  # invalid spec / missing input: one line, no work
     _ephemeral_prefect()
     from flows.build_wit import build_wit
 
@@ -36,6 +40,9 @@ def cmd_build(a) -> int:
 
 
 def cmd_pretrain(a) -> int:
+    from tasks.specs import PretrainSpec, load_spec
+
+    load_spec(a.spec, PretrainSpec)
     _ephemeral_prefect()
     from flows.pretrain import pretrain
 

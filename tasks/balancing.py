@@ -8,6 +8,7 @@ numbers, so the output is the same whatever the number of shards or workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -28,8 +29,11 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
 
 
 def uniform_draws(seed: int, uids: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
-    """u in [0, 1) for each (uid, entry); uids are hex strings (their first 16 digits are used)."""
-    u64 = np.array([int(u[:16], 16) for u in uids], dtype=np.uint64) if uids.dtype.kind in "OU" else uids
+    """u in [0, 1) for each (uid, entry); any uid string works (it is hashed whole)."""
+    if uids.dtype.kind in "OU":
+        u64 = np.array([int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uids], dtype=np.uint64)
+    else:
+        u64 = uids
     with np.errstate(over="ignore"):
         x = _splitmix(u64 ^ _splitmix(np.uint64(seed) + entry_ids.astype(np.uint64)))
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)

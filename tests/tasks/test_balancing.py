@@ -1,0 +1,51 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.balancing import balance_shards, balance_table, keep_probabilities
+
+
+def _matched(n, entries_of, offset=0):
+    return pa.table({"uid": [f"{i + offset:040x}" for i in range(n)],
+                     "entry_ids": pa.array([entries_of(i) for i in range(n)], pa.list_(pa.int64()))})
+
+
+def test_head_entry_is_capped_within_binomial_bounds_and_tail_kept_whole():
+    t = 100
+    # entry 0: 10,000 matches; entry 1: 50 matches (tail)
+    table = pa.concat_tables([_matched(10_000, lambda i: [0]), _matched(50, lambda i: [1], offset=10_000)])
+    p = keep_probabilities(np.array([10_000, 50]), t)
+    out, _ = balance_table(table, p, seed=0)
+    ids = out["entry_ids"].to_pylist()
+    kept_head = sum(1 for e in ids if e == [0])
+    sd = np.sqrt(10_000 * 0.01 * 0.99)
+    assert abs(kept_head - 100) < 4 * sd
+    assert sum(1 for e in ids if e == [1]) == 50
+
+
+def test_multi_match_pair_follows_one_minus_product():
+    n = 20_000
+    table = _matched(n, lambda i: [0, 1])
+    p = np.array([0.2, 0.5])
+    out, p_keep = balance_table(table, p, seed=1)
+    expected = 1 - (1 - 0.2) * (1 - 0.5)
+    assert np.allclose(p_keep, expected)
+    assert abs(out.num_rows / n - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+
+
+def test_same_result_whatever_the_sharding(tmp_path):
+    table = _matched(3000, lambda i: [i % 3, 3] if i % 2 else [i % 3])
+    counts = pa.table({"entry_id": [0, 1, 2, 3], "count": [1000, 1000, 1000, 1500]})
+    pq.write_table(counts, tmp_path / "counts.parquet")
+    results = []
+    for shards in (1, 7):
+        d = tmp_path / f"m{shards}"
+        d.mkdir()
+        files = []
+        for k, chunk in enumerate(np.array_split(np.arange(3000), shards)):
+            f = d / f"{k:05d}.parquet"
+            pq.write_table(table.take(pa.array(chunk)), f)
+            files.append(f)
+        balance_shards(files, tmp_path / "counts.parquet", tmp_path / f"b{shards}", t=200, seed=7)
+        results.append(sorted(u for f in sorted((tmp_path / f"b{shards}").glob("0*.parquet")) for u in pq.read_table(f)["uid"].to_pylist()))
+    assert results[0] == results[1] and 0 < len(results[0]) < 3000

@@ -1,0 +1,52 @@
+import pytest
+import yaml
+
+from tasks.specs import BuildSpec, SpecError, load_spec
+
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "data_specs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_validates(path):
+    assert load_spec(path).name
+
+
+def test_unknown_key_names_file_and_key_path(tmp_path):
+    data = yaml.safe_load((REPO / "data_specs/sample-tiny.yaml").read_text())
+    data["download"]["imag_size"] = 32
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as e:
+        load_spec(f)
+    assert str(e.value) == f"{f}: download.imag_size: unknown key"
+
+
+def test_wrong_type_says_what_was_expected(tmp_path):
+    with pytest.raises(SpecError, match=r"balancing.max_pairs_per_query: Input should be a valid integer"):
+        load_spec({"kind": "build-wit", "name": "x", "output_dir": "o", "crawl": {"warc": ["a"]},
+                   "balancing": {"max_pairs_per_query": "many"}})
+
+
+def test_missing_spec_file():
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec("data_specs/nope.yaml")
+
+
+def test_missing_input_file_fails_before_any_work(tmp_path):
+    from tasks.build_stages import make_context
+
+    spec = load_spec({"kind": "build-wit", "name": "x", "output_dir": str(tmp_path / "out"),
+                      "crawl": {"warc": [str(tmp_path / "missing.warc.gz")]}}, BuildSpec)
+    with pytest.raises(SpecError, match="input file not found: .*missing.warc.gz"):
+        make_context(spec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
+    from flows.cli import main
+
+    f = tmp_path / "bad.yaml"
+    f.write_text("kind: build-wit\nname: x\noutput_dir: o\ncrawl: {warc: [a]}\nbogus: 1\n")
+    assert main(["build", str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"openwit: invalid spec: {f}: bogus: unknown key"]

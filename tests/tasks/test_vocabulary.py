@@ -1,0 +1,141 @@
+import bz2
+import gzip
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.specs import PageviewsSpec, VocabularySpec, WikiApiSpec, WikipediaSpec, WordNetSpec
+from tasks.text_rules import tokens
+from tasks.vocabulary import build_vocabulary
+from tasks.wikitext import iter_article_texts, wikitext_to_text
+from tasks.wordnet import synset_head_names
+from tasks.world.concepts import POISON
+
+from tests.conftest import shared
+
+PAGE = """<page><title>{t}</title><ns>{ns}</ns><id>1</id>{r}<revision><text>{x}</text></revision></page>"""
+
+
+def _dump(path, pages):
+    xml = "<mediawiki xmlns=\"http://www.mediawiki.org/xml/export-0.10/\">" + "".join(
+        PAGE.format(t=t, ns=ns, r='<redirect title="X"/>' if red else "", x=x) for t, ns, red, x in pages) + "</mediawiki>"
+    path.write_bytes(bz2.compress(xml.encode()))
+    return str(path)
+
+
+def test_wikitext_cleaning_keeps_labels_drops_markup():
+    t = wikitext_to_text("{{Infobox|a=b}}The [[Red circle|red circles]] and [[Blue]]<ref>cite</ref>."
+                         "[[File:X.png|thumb|a [[caption]] here]][[Category:Shapes]]\n{| class=x\n| cell\n|}<!-- c -->")
+    assert tokens(t) == ["The", "red", "circles", "and", "Blue", "."]
+
+
+def test_hand_counts_are_exact_and_skips_redirects_and_namespaces(tmp_path):
+    dump = _dump(tmp_path / "d.xml.bz2", [
+        ("Circle", 0, False, "red circle, red circle. blue square"),
+        ("Square", 0, False, "red circle red"),
+        ("Circles", 0, True, "#REDIRECT [[Circle]] red red red"),
+        ("Talk:Circle", 1, False, "red red red red"),
+    ])
+    pv = tmp_path / "pageviews-20240101-000000.gz"
+    pv.write_bytes(gzip.compress(b"en Circle 80 0\nen Square 10 0\nen Talk:Circle 999 0\nen.m Square 500 0\nen Main_Page 900 0\n"))
+    spec = VocabularySpec(wikipedia=WikipediaSpec(min_unigram_count=2, min_bigram_count=2, min_pmi=0.0, partitions=3, spill_items=3),
+                          pageviews=PageviewsSpec(min_title_views=70), wordnet=WordNetSpec(enabled=False))
+    stats = build_vocabulary(spec, tmp_path / "voc", [dump], [str(pv)], progress=lambda *_: None)
+    q = {r["query"]: r for r in pq.read_table(tmp_path / "voc/queries.parquet").to_pylist()}
+    # tokens: red circle , red circle . blue square | red circle red  -> red 4, circle 3
+    assert q["red"]["unigram_count"] == 4 and q["circle"]["unigram_count"] == 3
+    assert "blue" not in q and "square" not in q  # count 1 < 2
+    assert q["red circle"]["bigram_count"] == 3  # bigrams never span punctuation
+    assert q["Circle"]["title_views"] == 80 and q["Circle"]["sources"] == ["wikipedia_title"]
+    assert "Main Page" not in q and "Square" not in q  # not in the dump / below threshold (en.m is another project)
+    assert stats["parts"]["0000-d.xml.bz2"]["skipped_redirect"] == 1
+    assert stats["parts"]["0000-d.xml.bz2"]["skipped_other_namespace"] == 1
+    assert [r["entry_id"] for r in pq.read_table(tmp_path / "voc/queries.parquet").to_pylist()] == list(range(len(q)))
+
+
+def test_rerun_reuses_finished_parts(tmp_path):
+    dump = _dump(tmp_path / "d.xml.bz2", [("A", 0, False, "x y x y")])
+    spec = VocabularySpec(wikipedia=WikipediaSpec(min_unigram_count=1, min_bigram_count=1, min_pmi=-99), wordnet=WordNetSpec(enabled=False))
+    build_vocabulary(spec, tmp_path / "v", [dump], [], progress=lambda *_: None)
+    (tmp_path / "d.xml.bz2").unlink()  # a cached part must not be read again
+    build_vocabulary(spec, tmp_path / "v", [dump], [], progress=lambda *_: None)
+    assert (tmp_path / "v/queries.parquet").exists()
+
+
+def test_sample_world_vocabulary_has_no_markup_words(tiny_world, tmp_path):
+    world, _port, _ = tiny_world
+    spec = VocabularySpec(wikipedia=WikipediaSpec(min_unigram_count=1, min_bigram_count=5, min_pmi=3.0), wordnet=WordNetSpec(enabled=False))
+    build_vocabulary(spec, tmp_path / "v", [str(world / "wiki/enwiki-sample-pages-articles.xml.bz2")], [], progress=lambda *_: None)
+    queries = set(pq.read_table(tmp_path / "v/queries.parquet")["query"].to_pylist())
+    assert not queries & set(POISON.values())
+    assert {"circle", "red", "regular polygon"} <= queries
+
+
+def test_real_wikipedia_excerpt():
+    path = shared("wiki/enwiki-2016-sample.xml.bz2")
+    stats = {}
+    texts = list(iter_article_texts(str(path), stats))
+    assert stats["skipped_redirect"] + stats["articles"] + stats["skipped_other_namespace"] == 206
+    assert stats["skipped_redirect"] >= 99 and stats["articles"] == 106
+    leftovers = [t for _, t in texts if "{{" in t or "[[File:" in t]
+    assert len(leftovers) <= len(texts) // 20  # unbalanced markup in real pages may survive
+
+
+def test_wordnet_30_head_names():
+    pytest.importorskip("pathlib")
+    from pathlib import Path
+
+    if not Path("/usr/share/wordnet/data.noun").exists():
+        pytest.skip("wordnet-base not installed")
+    names, synsets = synset_head_names("/usr/share/wordnet")
+    assert synsets == 117659  # WordNet 3.0
+    assert abs(len(names) - 86654) < 200 and "dog" in names and "ice cream" in names
+
+
+class FakeMediaWiki(BaseHTTPRequestHandler):
+    calls = []
+
+    def do_GET(self):  # noqa: N802
+        q = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        FakeMediaWiki.calls.append((q, self.headers.get("User-Agent")))
+        if len(FakeMediaWiki.calls) == 1:  # the first request is rate limited
+            self.send_response(429)
+            self.send_header("Retry-After", "1")
+            self.end_headers()
+            return
+        if q.get("list") == "categorymembers":
+            body = {"query": {"categorymembers": [{"pageid": 2, "ns": 0, "title": "Hexagon"}, {"pageid": 3, "ns": 14, "title": "Category:Sub"}]}}
+        elif q.get("list") == "random":
+            body = {"query": {"random": [{"id": 4, "ns": 0, "title": "Ring"}]}}
+        else:
+            t = q.get("titles", "")
+            body = {"query": {"pages": {"1": {"pageid": 1, "ns": 0, "title": t, "extract": f"The {t.lower()} is a red shape. Red {t.lower()}."}}}}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_wikipedia_api_source_with_429(tmp_path):
+    from tasks.wiki_api import fetch_articles
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeMediaWiki)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        api = WikiApiSpec(titles=["Circle"], category="Shapes", random=1, max_articles=5,
+                          api_url=f"http://127.0.0.1:{srv.server_port}/w/api.php", requests_per_second=50, user_agent="openwit-test/0.1 (tests)")
+        stats = {}
+        got = dict(fetch_articles(api, stats))
+    finally:
+        srv.shutdown()
+    assert set(got) == {"Circle", "Hexagon", "Ring"} and "red shape" in got["Circle"]
+    assert FakeMediaWiki.calls[0][1].startswith("openwit-test/0.1 (tests)")
+    assert stats["api_articles"] == 3
