@@ -28,7 +28,7 @@ def save_model(model: CLIP, folder: str | Path, tokenizer: Tokenizer | None = No
     save_file(state, str(tmp))
     tmp.rename(folder / "model.safetensors")
     meta = {"model": model.cfg.to_dict(), "tokenizer": tokenizer.to_json() if tokenizer else None,
-            "context_length": tokenizer.context_length if tokenizer else model.cfg.text.context_length,
+            "context_length": model.cfg.text.context_length,  # the tokenizer must pad to what the model was built for
             "preprocess": {"image_size": model.cfg.vision.image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)},
             "extra": extra or {}}
     (folder / "config.json").write_text(json.dumps(meta))

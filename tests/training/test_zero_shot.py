@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from training.eval_data import load_imagefolder
+from training.zero_shot import class_embeddings, classification_metrics, retrieval_metrics, zero_shot_classify
+
+from tests.conftest import shared
+
+
+def test_exact_metrics_on_hand_built_logits():
+    logits = torch.tensor([[3.0, 2, 1, 0, 0, 0], [0, 3, 2, 1, 0, 0], [1, 0, 0, 0, 0, 3], [0, 0, 0, 0, 0, 3]])
+    labels = torch.tensor([0, 2, 0, 5])
+    m = classification_metrics(logits, labels, 6)
+    assert m["top1"] == 0.5 and m["top5"] == 1.0
+    assert m["mean_per_class_recall"] == (0.5 + 0.0 + 1.0) / 3  # classes 0, 2, 5 present
+
+
+def test_template_averaged_classifier_equals_direct_computation():
+    table = {"a cat.": [1.0, 0, 0], "the cat.": [0, 1.0, 0], "a dog.": [0, 0, 2.0], "the dog.": [0, 1.0, 1.0]}
+    enc = lambda texts: torch.tensor([table[t] for t in texts])  # noqa: E731
+    cls = class_embeddings(enc, ["cat", "dog"], ["a {}.", "the {}."])
+    n = lambda v: v / v.norm()  # noqa: E731
+    assert torch.allclose(cls[0], n(n(torch.tensor([1.0, 0, 0])) + n(torch.tensor([0, 1.0, 0]))))
+    assert torch.allclose(cls[1], n(n(torch.tensor([0, 0, 2.0])) + n(torch.tensor([0, 1.0, 1.0]))))
+    img = torch.nn.functional.normalize(torch.tensor([[1.0, 1, 0], [0, 0.2, 1]]), dim=-1)
+    m, cm, per_class = zero_shot_classify(img, torch.tensor([0, 1]), cls)
+    assert m["top1"] == 1.0 and cm.tolist() == [[1, 0], [0, 1]]
+
+
+def test_retrieval_with_several_captions_per_image():
+    img = torch.eye(3)
+    txt = torch.tensor([[0.0, 1, 0], [1.0, 0, 0], [0.9, 0.1, 0], [0.0, 0, 1]])
+    owner = torch.tensor([0, 0, 1, 2])  # image 0 has captions 0 and 1
+    m = retrieval_metrics(img, torch.nn.functional.normalize(txt, dim=-1), owner)
+    # image 0 finds caption 1 first; image 1 ranks caption 1 (image 0's) above its own caption 2
+    assert m["i2t_r@1"] == pytest.approx(2 / 3) and m["i2t_r@5"] == 1.0
+    # text->image: caption 0 -> image 1 first (wrong), 1 -> image 0, 2 -> image 0 (wrong), 3 -> image 2
+    assert m["t2i_r@1"] == 0.5 and m["t2i_r@5"] == 1.0
+
+
+def test_real_cifar10_imagefolder_with_cifar_templates():
+    from training.zero_shot import CIFAR_TEMPLATES
+
+    data = load_imagefolder(shared("cifar10-test-1000"))
+    assert len(data.images) == 1000 and data.classnames[0] == "airplane" and np.bincount(data.labels).tolist() == [100] * 10
+    from training.eval_data import run_suite
+    from training.model import CLIP, CLIPConfig
+    from training.tokenizer import train_bpe
+
+    tok = train_bpe([t.format(c) for t in CIFAR_TEMPLATES for c in data.classnames], vocab_size=300)
+    tok.context_length = 24
+    c = CLIPConfig.from_dict({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+                              "text_cfg": {"context_length": 24, "vocab_size": tok.vocab_size, "width": 32, "heads": 2, "layers": 1, "eot_id": tok.eot_id}})
+    torch.manual_seed(0)
+    metrics, artifacts = run_suite(CLIP(c), tok, {"name": "cifar10-1000", "templates": "cifar", "tasks": ["zeroshot", "linear_probe"]}, data, 32)
+    assert set(metrics) == {"zeroshot/cifar10-1000/top1", "zeroshot/cifar10-1000/top5", "zeroshot/cifar10-1000/mean_per_class_recall",
+                            "linprobe/cifar10-1000/top1"}
+    assert artifacts["zeroshot-cifar10-1000-confusion"][0].sum() == 1000
