@@ -1,0 +1,98 @@
+"""End to end: build-wit on the tiny world, then pretrain on it with 2 Ray workers (one killed)."""
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tasks.datacard import sha256_file
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tiny_world, tmp_path_factory):
+    from flows.build_wit import build_wit
+
+    world, port, wspec = tiny_world
+    spec = yaml.safe_load((REPO / "data_specs/sample-tiny.yaml").read_text())
+    spec["world"]["port"] = port
+    out = tmp_path_factory.mktemp("build")
+    os.environ["OPENWIT_WORLDS_ROOT_HINT"] = str(world.parent)
+    from tasks.world import generate
+
+    orig = generate.world_dir
+    generate.world_dir = lambda s, root=None: world  # the fixture's world, served on its port
+    try:
+        build_wit(spec=spec, out=str(out))
+    finally:
+        generate.world_dir = orig
+    return out
+
+
+def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):
+    m = json.loads((tiny_build / "manifest.json").read_text())
+    assert m["schema_version"] == 1 and m["shards"]
+    total = 0
+    for s in m["shards"]:
+        path = tiny_build / s["path"]
+        assert sha256_file(path) == s["sha256"]
+        t = pq.read_table(path)
+        assert t.num_rows == s["rows"] and set(t["status"].to_pylist()) == {"success"}
+        assert {"uid", "entry_ids", "page_url", "lang", "jpg", "caption"} <= set(t.column_names)
+        total += t.num_rows
+    uids = [u for s in m["shards"] for u in pq.read_table(tiny_build / s["path"])["uid"].to_pylist()]
+    assert len(uids) == len(set(uids)) == total == m["totals"]["rows"]
+    by = m["totals"]["by_status"]
+    for reason in ("decompression_bomb", "corrupt_image", "not_an_image", "http_404", "opt_out_x_robots_tag"):
+        assert by.get(reason, 0) >= 1, reason
+    assert set(m["totals"]["refused_before_fetch"]) == {"loopback_address", "private_address", "link_local_address"}
+    card = (tiny_build / "datacard.md").read_text()
+    assert "decompression_bomb" in card and "balance/balance.png" in card and (tiny_build / "balance/balance.png").exists()
+    assert (tiny_build / "tokenizer.json").exists()
+
+
+def test_rerun_skips_complete_stages(tiny_build):
+    from tasks import build_stages
+    from tasks.specs import BuildSpec, load_spec
+
+    spec = load_spec(json.loads((tiny_build / "manifest.json").read_text())["spec"], BuildSpec)
+    ctx = build_stages.BuildContext(spec, tiny_build, world=None, log=lambda *_: None)
+    ctx.dumps = json.loads((tiny_build / "vocabulary/stats.json").read_text())["parts"] and ctx.dumps
+    # every stage marker is present and carries its stats
+    for stage in build_stages.STAGES:
+        assert (tiny_build / stage / "_DONE.json").exists()
+
+
+def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
+    import mlflow
+
+    from flows.pretrain import pretrain
+
+    spec = yaml.safe_load((REPO / "data_specs/pretrain-tiny.yaml").read_text())
+    spec["data"]["build"] = str(tiny_build)
+    spec["output_dir"] = str(tmp_path / "run")
+    spec["eval_suites"] = []
+    spec["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    os.environ["OPENWIT_TEST_KILL_AT_STEP"] = "6"
+    try:
+        res = pretrain(spec=spec)
+    finally:
+        os.environ.pop("OPENWIT_TEST_KILL_AT_STEP")
+    assert (tmp_path / "run/killed-once").read_text() == "6"  # a worker really died at step 6
+    assert (tmp_path / "run/checkpoints/latest").read_text() == "step-0000012"
+    client = mlflow.tracking.MlflowClient(spec["mlflow"]["tracking_uri"])
+    hist = client.get_metric_history(res["run_id"], "train/loss")
+    steps = sorted({h.step for h in hist})
+    assert steps == [2, 4, 6, 8, 10, 12]  # continuous after the restart from the step-4 checkpoint
+    run = client.get_run(res["run_id"])
+    assert run.data.params["spec.model"] == "debug-vit" and "dataset.spec_hash" in run.data.params
+    assert "prefect.flow_run_id" in run.data.tags
+    assert "checkpoint" in {a.path for a in client.list_artifacts(res["run_id"])}
+    mlflow.set_tracking_uri(spec["mlflow"]["tracking_uri"])
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert any(m.source_run_id == res["run_id"] for m in models)  # MLflow 3: the model is a LoggedModel of the run
