@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 
+import yaml
+
 from flows import stack
 from tasks.specs import REPO_ROOT
 
@@ -43,7 +45,7 @@ def main() -> int:
     run_deployment("build-wit/sample")
     if "--compare" in sys.argv:
         for subset in ("balanced", "unbalanced"):
-            spec = json.loads(json.dumps(__import__("yaml").safe_load((REPO_ROOT / "data_specs/pretrain-sample.yaml").read_text())))
+            spec = yaml.safe_load((REPO_ROOT / "data_specs/pretrain-sample.yaml").read_text())
             spec["name"], spec["output_dir"] = f"compare-{subset}", f".openwit/runs/compare-{subset}"
             spec["data"]["subset"] = subset
             run_deployment("pretrain/sample", {"spec": spec})

@@ -13,11 +13,10 @@ import pickle
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
+from tasks.parallel import run_parallel
 from tasks.specs import BuildSpec, SpecError, resolve_path
 
 STAGES = ["vocabulary", "candidates", "match", "balance", "download", "manifest"]
@@ -148,30 +147,12 @@ def candidates(ctx: BuildContext, d: Path) -> dict:
              for i, t in enumerate(spec.tables)]
     todo = [j for j in jobs if not Path(j[3]).with_suffix(".stats.json").exists()]
     ctx.log(f"candidates: {len(jobs) - len(todo)} inputs cached, {len(todo)} to extract")
-    _parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates")
+    run_parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates")
     totals: Counter = Counter()
     for j in jobs:
         totals.update(json.loads(Path(j[3]).with_suffix(".stats.json").read_text()))
     # cross-file dedup happens in matching's uid set; report the per-file totals here
     return dict(sorted(totals.items()))
-
-
-def _parallel(fn, jobs: list[tuple], workers: int, ray_address: str | None, what: str) -> list:
-    from tqdm import tqdm
-
-    if not jobs:
-        return []
-    if ray_address:
-        import ray
-
-        ray.init(address=ray_address, ignore_reinit_error=True)
-        remote = ray.remote(fn)
-        return ray.get([remote.remote(*j) for j in jobs])
-    if workers <= 1 or len(jobs) == 1:
-        return [fn(*j) for j in tqdm(jobs, desc=what, unit="file")]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(fn, *j) for j in jobs]
-        return [f.result() for f in tqdm(futures, desc=what, unit="file")]
 
 
 def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool) -> dict:
@@ -181,6 +162,7 @@ def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: b
 
 
 def match(ctx: BuildContext, d: Path) -> dict:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tasks.matching import automaton_from_vocabulary, entry_counts
@@ -199,13 +181,11 @@ def match(ctx: BuildContext, d: Path) -> dict:
             mask.append(u not in seen)
             seen.add(u)
         dups += mask.count(False)
-        import pyarrow as pa
-
         pq.write_table(t.filter(pa.array(mask)), dedup_dir / f.name)
     auto = automaton_from_vocabulary(ctx.out / "vocabulary" / "queries.parquet")
     blob = pickle.dumps(auto)
     jobs = [(blob, str(dedup_dir / f.name), str(d / f.name), ctx.spec.vocabulary.case_sensitive) for f in files]
-    results = _parallel(_match_job, jobs, ctx.spec.matching.workers, ctx.spec.ray.address, "match")
+    results = run_parallel(_match_job, jobs, ctx.spec.matching.workers, ctx.spec.ray.address, "match")
     shutil.rmtree(dedup_dir)
     table = entry_counts(d, ctx.out / "vocabulary" / "queries.parquet", d / "entry_counts.parquet")
     totals: Counter = Counter()

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fastwarc.warc import ArchiveIterator, WarcRecordType
-from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+from resiliparse.parse.encoding import detect_encoding
 from resiliparse.parse.html import HTMLTree
 from resiliparse.parse.lang import detect_fast
 
@@ -245,6 +245,3 @@ def warc_list(spec: CrawlSpec) -> list[str]:
         files += [spec.warc_prefix + line.strip() for line in data.decode().splitlines() if line.strip()]
     return files[: spec.max_warc_files] if spec.max_warc_files else files
 
-
-def bytes_text(b: bytes) -> str:
-    return bytes_to_str(b, detect_encoding(b))

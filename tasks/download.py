@@ -80,10 +80,8 @@ def prepare_input(balanced_files: list[Path], unbalanced_uids: Path | None, out_
     if unbalanced_uids is not None and unbalanced_uids.exists():
         want_unbalanced = set(pq.read_table(unbalanced_uids)["uid"].to_pylist())
     rows: dict[str, dict] = {}
-    for src, flag in ((pool, "in_balanced"),):
-        if src is None:
-            continue
-        for r in src.select(["uid", "url", "text", "page_url", "lang", "entry_ids"]).to_pylist():
+    if pool is not None:
+        for r in pool.select(["uid", "url", "text", "page_url", "lang", "entry_ids"]).to_pylist():
             r["entry_ids_json"] = json.dumps(r.pop("entry_ids"))
             r.update(in_balanced=True, in_unbalanced=r["uid"] in want_unbalanced)
             rows[r["uid"]] = r

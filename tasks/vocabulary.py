@@ -21,9 +21,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,6 +29,7 @@ import pyarrow.parquet as pq
 
 from tasks.counting import SpillCounter, merge_partition
 from tasks.pageviews import title_views
+from tasks.parallel import run_parallel
 from tasks.specs import VocabularySpec
 from tasks.text_rules import normalise_entry
 from tasks.wikitext import DumpError, iter_article_texts
@@ -86,31 +85,6 @@ def count_dump_part(source: str, folder: str, partitions: int, spill_items: int,
     return count_texts(iter_article_texts(source, stats), Path(folder), partitions, spill_items, case_sensitive, stats)
 
 
-def run_parts(jobs: list[tuple], workers: int, ray_address: str | None, progress: Callable[[str], None]) -> list[PartResult]:
-    """Run count_dump_part over jobs in processes (or Ray tasks when a cluster is named)."""
-    if not jobs:
-        return []
-    if ray_address:
-        import ray
-
-        ray.init(address=ray_address, ignore_reinit_error=True)
-        remote = ray.remote(count_dump_part)
-        return ray.get([remote.remote(*j) for j in jobs])
-    if workers <= 1 or len(jobs) == 1:
-        out = []
-        for j in jobs:
-            out.append(count_dump_part(*j))
-            progress(f"vocabulary: counted {j[0]}")
-        return out
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(count_dump_part, *j) for j in jobs]
-        out = []
-        for j, f in zip(jobs, futures):
-            out.append(f.result())
-            progress(f"vocabulary: counted {j[0]}")
-        return out
-
-
 def select_bigrams(part_folders: list[Path], spec: VocabularySpec, unigram_counts: dict[str, int],
                    total_tokens: int) -> list[tuple[str, int, float, float]]:
     wp = spec.wikipedia
@@ -147,7 +121,7 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
         else:
             jobs.append((src, str(folder), wp.partitions, wp.spill_items, spec.case_sensitive))
     progress(f"vocabulary: {len(done)} dump parts cached, {len(jobs)} to count")
-    results = done + run_parts(jobs, wp.workers, ray_address, progress)
+    results = done + run_parallel(count_dump_part, jobs, wp.workers, ray_address, "vocabulary: dump parts")
     if wp.api is not None:
         folder = parts_dir / "api"
         if not (folder / "_SUCCESS").exists():

@@ -19,8 +19,6 @@ def to_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nk = k.removeprefix("text.") if k.startswith("text.") else k
         nk = nk.replace(".attn.in_proj.weight", ".attn.in_proj_weight").replace(".attn.in_proj.bias", ".attn.in_proj_bias")
         out[nk] = v
-    out.setdefault("attn_mask", None)
-    out.pop("attn_mask")
     return out
 
 

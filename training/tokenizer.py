@@ -131,7 +131,6 @@ def from_clip_bpe(path: str | Path, context_length: int = 77, n_merges: int = 49
     raw = gzip.open(path, "rt", encoding="utf-8").read() if str(path).endswith(".gz") else Path(path).read_text("utf-8")
     merges = [tuple(m.split()) for m in raw.split("\n")[1: n_merges + 1] if m.strip()]
     alphabet = list(_bytes_to_unicode().values())
-    vocab_list = [PAD] if False else []
     vocab_list = alphabet + [a + "</w>" for a in alphabet] + ["".join(m) for m in merges] + [SOT, EOT]
     vocab = {t: i for i, t in enumerate(vocab_list)}
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="</w>",

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -229,5 +228,3 @@ def read_final(run_dir: Path) -> dict:
     f = run_dir / "final_metrics.json"
     return json.loads(f.read_text()) if f.exists() else {}
 
-
-__all__ = ["run_training", "train_loop_per_worker", "lr_at", "param_groups", "train_step", "np"]

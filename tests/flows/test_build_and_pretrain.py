@@ -22,7 +22,6 @@ def tiny_build(tiny_world, tmp_path_factory):
     spec = yaml.safe_load((REPO / "data_specs/sample-tiny.yaml").read_text())
     spec["world"]["port"] = port
     out = tmp_path_factory.mktemp("build")
-    os.environ["OPENWIT_WORLDS_ROOT_HINT"] = str(world.parent)
     from tasks.world import generate
 
     orig = generate.world_dir
@@ -56,16 +55,21 @@ def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):
     assert (tiny_build / "tokenizer.json").exists()
 
 
-def test_rerun_skips_complete_stages(tiny_build):
+def test_rerun_skips_every_complete_stage(tiny_build, tiny_world, monkeypatch):
     from tasks import build_stages
     from tasks.specs import BuildSpec, load_spec
+    from tasks.world import generate
 
+    world, _port, _ = tiny_world
+    monkeypatch.setattr(generate, "world_dir", lambda s, root=None: world)
     spec = load_spec(json.loads((tiny_build / "manifest.json").read_text())["spec"], BuildSpec)
-    ctx = build_stages.BuildContext(spec, tiny_build, world=None, log=lambda *_: None)
-    ctx.dumps = json.loads((tiny_build / "vocabulary/stats.json").read_text())["parts"] and ctx.dumps
-    # every stage marker is present and carries its stats
+    ctx = build_stages.make_context(spec, tiny_build, log=lambda *_: None)
+    before = (tiny_build / "manifest.json").read_bytes()
     for stage in build_stages.STAGES:
-        assert (tiny_build / stage / "_DONE.json").exists()
+        stats, skipped = build_stages.run_stage(ctx, stage)
+        assert skipped, stage
+        assert stats == json.loads((tiny_build / stage / "_DONE.json").read_text())["stats"]
+    assert (tiny_build / "manifest.json").read_bytes() == before
 
 
 def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
