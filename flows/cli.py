@@ -3,6 +3,7 @@
     openwit up | down | status            the local stack (Prefect, worker, MLflow, sample web)
     openwit build SPEC [--out DIR] [--stages vocabulary,candidates,...]
     openwit pretrain SPEC
+    openwit evaluate SPEC                 evaluate a checkpoint / registered model on suites
     openwit validate SPEC...              check specs without running anything
     openwit world [--size tiny]           generate the sample world (cached)
 """
@@ -50,6 +51,18 @@ def cmd_pretrain(a) -> int:
     return 0
 
 
+def cmd_evaluate(a) -> int:
+    from tasks.specs import EvaluateSpec, load_spec
+
+    load_spec(a.spec, EvaluateSpec)
+    _ephemeral_prefect()
+    from flows.evaluate import evaluate
+
+    res = evaluate(spec=a.spec)
+    print(json.dumps(res, indent=1, default=str))
+    return 0
+
+
 def cmd_validate(a) -> int:
     from tasks.specs import load_spec
 
@@ -86,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pretrain", help="run pretrain in-process")
     p.add_argument("spec")
     p.set_defaults(fn=cmd_pretrain)
+    e = sub.add_parser("evaluate", help="run evaluate in-process")
+    e.add_argument("spec")
+    e.set_defaults(fn=cmd_evaluate)
     v = sub.add_parser("validate", help="validate specs")
     v.add_argument("specs", nargs="+")
     v.set_defaults(fn=cmd_validate)

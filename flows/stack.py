@@ -6,7 +6,7 @@
     sample web       127.0.0.1:8765   the generated sample world (tasks/world/server.py)
 
 State folder: $OPENWIT_STATE (default .openwit/); ports: OPENWIT_PREFECT_PORT, OPENWIT_MLFLOW_PORT,
-OPENWIT_WORLD_PORT. `up` is idempotent and registers every deployment in prefect.yaml; `down`
+OPENWIT_WORLD_PORT; OPENWIT_WORLD_SIZE=tiny serves the tiny world (tests). `up` is idempotent and registers every deployment in prefect.yaml; `down`
 stops exactly the processes `up` started (PID files under .openwit/pids) and waits for them.
 """
 
@@ -50,7 +50,7 @@ def stack_env() -> dict[str, str]:
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{sd / 'prefect' / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": f"{u['prefect']}/api",
         "MLFLOW_TRACKING_URI": u["mlflow"], "OPENWIT_ROOT": str(REPO_ROOT), "NO_ALBUMENTATIONS_UPDATE": "1",
-        "PYTHONUNBUFFERED": "1",
+        "PYTHONUNBUFFERED": "1", "OPENWIT_STATE": str(sd), "OPENWIT_STACK": str(sd),  # marks every process the stack starts, Ray's included
     })
     return env
 
@@ -108,8 +108,12 @@ def _wait_http(url: str, timeout: float, name: str) -> None:
 def _health(name: str) -> bool:
     u = urls()
     url = {"prefect": f"{u['prefect']}/api/health", "mlflow": f"{u['mlflow']}/health", "world": f"{u['world']}/_serve.json"}.get(name)
-    if url is None:
-        return _running(name) is not None
+    if name == "worker":  # alive and reported ONLINE to the server by its heartbeat
+        try:
+            workers = _api(f"/work_pools/{POOL}/workers/filter", {"workers": {"status": {"any_": ["ONLINE"]}}, "limit": 10, "offset": 0})
+        except Exception:  # noqa: BLE001
+            return False
+        return _running(name) is not None and bool(workers)
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
@@ -127,7 +131,7 @@ def up() -> int:
             print(f"openwit up: port {p[name]} for the {name} service is already taken by another process; "
                   f"stop it or set OPENWIT_{name.upper()}_PORT", file=sys.stderr)
             return 1
-    world = ensure_world(WorldSpec(port=p["world"]))
+    world = ensure_world(WorldSpec(size=os.environ.get("OPENWIT_WORLD_SIZE", "default"), port=p["world"]))
     if _running("world") is None:
         _spawn("world", [str(BIN / "python"), "-m", "tasks.world.server", "--root", str(world / "www"), "--port", str(p["world"])], env)
     if _running("mlflow") is None:
@@ -146,16 +150,23 @@ def up() -> int:
         return 1
     _wait_http(f"{urls()['mlflow']}/health", 120, "mlflow")
     _wait_http(f"{urls()['world']}/_serve.json", 30, "world")
+    t0 = time.time()
+    while not _health("worker") and time.time() - t0 < 60:  # the worker reports ONLINE with its first heartbeat
+        time.sleep(1)
     return status()
 
 
+def _api(path: str, body: dict | None = None) -> object:
+    req = urllib.request.Request(f"{urls()['prefect']}/api{path}", data=json.dumps(body or {}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def deployments() -> list[str]:
-    env = stack_env()
-    out = subprocess.run([str(BIN / "prefect"), "deployment", "ls", "--output", "json"], env=env, capture_output=True, text=True)
-    try:
-        return sorted(f"{d['flow_name']}/{d['name']}" if "flow_name" in d else d["name"] for d in json.loads(out.stdout))
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return [line.split("│")[1].strip() for line in out.stdout.splitlines() if "/" in line and "│" in line]
+    """`flow/deployment` names registered on the server (REST API: the CLI's json lacks flow names)."""
+    flows = {f["id"]: f["name"] for f in _api("/flows/filter")}
+    return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in _api("/deployments/filter"))
 
 
 def status() -> int:
@@ -172,7 +183,44 @@ def status() -> int:
     return 0 if ok else 1
 
 
+def _marked_processes() -> list[int]:
+    """PIDs whose environment carries this stack's marker: the services and everything they
+    started, including processes that left the process group (Ray's raylet and agents)."""
+    marker = f"OPENWIT_STACK={state_dir()}".encode()
+    pids = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (d / "environ").read_bytes().split(b"\0") and int(d.name) != os.getpid():
+                pids.append(int(d.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _stop(pids: list[int], grace: float = 15) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    t0 = time.time()
+    while any(_pid_alive(p) for p in pids) and time.time() - t0 < grace:
+        for p in pids:
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.2)
+    for pid in pids:
+        if _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def down() -> int:
+    """Stop the services `up` started (PID files), then anything they left behind."""
     for name in ("worker", "prefect", "mlflow", "world"):
         pid = _running(name)
         if pid is None:
@@ -181,15 +229,15 @@ def down() -> int:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        t0 = time.time()
-        while _pid_alive(pid) and time.time() - t0 < 15:
-            time.sleep(0.2)
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        if _pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+        _stop([pid])
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the rest of its process group (flow runs, img2dataset workers)
+        except ProcessLookupError:
+            pass
         _pidfile(name).unlink(missing_ok=True)
         print(f"stopped {name} (pid {pid})")
+    left = _marked_processes()
+    if left:
+        _stop(left, grace=5)
+        print(f"stopped {len(left)} leftover process(es) started by the stack (flow runs, Ray)")
     return 0

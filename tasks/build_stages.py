@@ -122,8 +122,32 @@ def run_stage(ctx: BuildContext, stage: str) -> tuple[dict, bool]:
     if cached is not None:
         ctx.log(f"{stage}: complete, skipped (delete {d} to redo)")
         return cached, True
+    _claim(ctx, d, stage, key)
     stats = STAGE_FUNCS[stage](ctx, d)
     return _mark(d, key, stats), False
+
+
+# outputs a stage writes outside its own folder
+OUTSIDE_OUTPUTS = {"download": ["shards", "webdataset"], "manifest": ["manifest.json", "datacard.md", "tokenizer.json"]}
+
+
+def _claim(ctx: BuildContext, d: Path, stage: str, key: str) -> None:
+    """Partial outputs of an interrupted run with the same key are kept (the stage resumes from
+    them); outputs made for other inputs (a changed spec or upstream stage) are removed first,
+    so a rerun never mixes them with new ones."""
+    started = d / "_STARTED"
+    if d.exists() and not (started.exists() and started.read_text() == key):
+        ctx.log(f"{stage}: outputs in {d} were made for other inputs; removing them")
+        shutil.rmtree(d)
+        for name in OUTSIDE_OUTPUTS.get(stage, []):
+            p = ctx.out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    elif not d.exists():
+        for name in OUTSIDE_OUTPUTS.get(stage, []):  # a stage folder removed by hand takes its outputs with it
+            p = ctx.out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
+    started.write_text(key)
 
 
 # ----------------------------------------------------------------------------- stages

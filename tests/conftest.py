@@ -38,5 +38,14 @@ def tiny_world(tmp_path_factory):
     spec = WorldSpec(size="tiny", seed=0, port=port)
     world = ensure_world(spec, root=tmp_path_factory.mktemp("worlds"), log=lambda *_: None)
     srv, _t = serve_in_thread(world / "www", port=port)
-    yield world, port, spec
+    yield TinyWorld((world, port, spec), srv)
     srv.shutdown()
+
+
+class TinyWorld(tuple):
+    """(world folder, port, spec), plus `.server` (set `.server.delay_s` to slow every image down)."""
+
+    def __new__(cls, items, server):
+        t = super().__new__(cls, items)
+        t.server = server
+        return t

@@ -97,8 +97,12 @@ def batches(images: list, labels: np.ndarray, size: int, bs: int = 256):
 
 
 @torch.no_grad()
-def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None) -> tuple[dict, dict]:
-    """Metrics `{<task>/<suite>/<metric>: value}` and artifacts `{name: object}` for one suite."""
+def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None,
+              model_key: str | None = None) -> tuple[dict, dict]:
+    """Metrics `{<task>/<suite>/<metric>: value}` and artifacts `{name: object}` for one suite.
+
+    `cache` maps (model_key, suite name) to the suite's class embeddings; pass a key that names
+    the weights (a hash) to reuse it across calls, or leave it out for a per-object key."""
     name = suite["name"]
     model.eval()
     metrics, artifacts = {}, {}
@@ -109,7 +113,7 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
         templates = suite.get("templates", "simple")
         templates = TEMPLATE_SETS[templates] if isinstance(templates, str) else templates
         classnames = suite.get("classnames") or data.classnames
-        key = (id(model), name)
+        key = (model_key or id(model), name)
         if cache is not None and key in cache:
             cls = cache[key]
         else:

@@ -135,13 +135,15 @@ def train_loop_per_worker(config: dict) -> None:
     opt = torch.optim.AdamW(param_groups(model, tr["weight_decay"]), lr=tr["lr"], betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])
 
     state = _load_state(run_dir)
-    step, loader_state = 0, None
+    step, loader_state, trained_s, finished = 0, None, 0.0, False
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         loader_state = LoaderState(**state["loader"])
         torch.set_rng_state(state["rng"]["torch"])
+        trained_s = float(state["extra"].get("train_seconds", 0.0))  # the time budget spans restarts
+        finished = bool(state["extra"].get("finished", False))  # training ended; only evaluation was left
         if rank == 0:
             print(f"resuming from step {step} (epoch {loader_state.epoch}, index {loader_state.index})", flush=True)
     table, _manifest = load_rows(Path(config["build"]), config["subset"])
@@ -153,8 +155,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     tracker = tracking.WorkerTracker(config["mlflow"]) if rank == 0 else None
     kill_at = int(os.environ.get("OPENWIT_TEST_KILL_AT_STEP", "-1"))
-    t_start, wait, t_window, n_window = time.time(), 0.0, time.time(), 0
-    while step < tr["steps"]:
+    t_start, wait, t_window, n_window = time.time() - trained_s, 0.0, time.time(), 0
+    while step < tr["steps"] and not finished:
         t0 = time.time()
         micro = [loader.next_batch() for _ in range(tr["accum_steps"])]
         wait += time.time() - t0
@@ -178,7 +180,8 @@ def train_loop_per_worker(config: dict) -> None:
         stop = _out_of_time(t_start, tr.get("max_minutes"), world, device)
         if step % tr["checkpoint_every"] == 0 or step == tr["steps"] or stop:
             if rank == 0:
-                _save_state(run_dir, step, model, opt, loader, {"skipped_records": loader.st.skipped})
+                _save_state(run_dir, step, model, opt, loader, {"skipped_records": loader.st.skipped, "train_seconds": time.time() - t_start,
+                                                                "finished": bool(stop or step == tr["steps"])})
             if world > 1:
                 dist.barrier()
             ray.train.report({"step": step, "loss": loss.item()})
@@ -206,7 +209,8 @@ def run_training(config: dict, scaling: dict, ray_address: str | None, storage: 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
         if ray_address:
             ray.init(address=ray_address)
         else:
@@ -220,7 +224,11 @@ def run_training(config: dict, scaling: dict, ray_address: str | None, storage: 
         run_config=RunConfig(name=config["run_name"], storage_path=storage,
                              failure_config=FailureConfig(max_failures=scaling["max_failures"])),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        if started_here:
+            ray.shutdown()  # stop the local cluster this call started (its agents would outlive the flow)
     return dict(result.metrics or {})
 
 

@@ -102,8 +102,8 @@ def retrieval_metrics(img_ND: torch.Tensor, txt_MD: torch.Tensor, txt_owner_M: t
     order_t2i = sim.T.argsort(dim=1, descending=True)  # [M, N]
     t2i_rank = (order_t2i == txt_owner_M[:, None]).float().argmax(dim=1)
     for k in ks:
-        out[f"i2t_r@{k}"] = (hit_rank < k).float().mean().item()
-        out[f"t2i_r@{k}"] = (t2i_rank < k).float().mean().item()
+        out[f"i2t_recall_at_{k}"] = (hit_rank < k).float().mean().item()
+        out[f"t2i_recall_at_{k}"] = (t2i_rank < k).float().mean().item()
     return out
 
 

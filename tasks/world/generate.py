@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import time
@@ -38,7 +39,7 @@ WORLD_VERSION = 1
 
 
 def world_dir(spec: WorldSpec, root: Path | None = None) -> Path:
-    root = root or REPO_ROOT / ".openwit" / "worlds"
+    root = root or Path(os.environ.get("OPENWIT_STATE") or REPO_ROOT / ".openwit") / "worlds"
     return root / f"{spec.size}-s{spec.seed}-{spec.host}-{spec.port}"
 
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import mimetypes
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +35,12 @@ class WorldHandler(SimpleHTTPRequestHandler):
         for k, v in self.serve.get(rel, {}).get("headers", {}).items():
             self.send_header(k, v)
         super().end_headers()
+
+    def do_GET(self):  # noqa: N802 - tests slow the web down (`server.delay_s`) to crash a download midway
+        delay = getattr(self.server, "delay_s", 0.0)
+        if delay and not self.path.endswith((".html", ".json")):
+            time.sleep(delay)
+        super().do_GET()
 
     def log_message(self, fmt, *args):  # quiet: img2dataset makes thousands of requests
         pass

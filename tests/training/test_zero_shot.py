@@ -34,9 +34,9 @@ def test_retrieval_with_several_captions_per_image():
     owner = torch.tensor([0, 0, 1, 2])  # image 0 has captions 0 and 1
     m = retrieval_metrics(img, torch.nn.functional.normalize(txt, dim=-1), owner)
     # image 0 finds caption 1 first; image 1 ranks caption 1 (image 0's) above its own caption 2
-    assert m["i2t_r@1"] == pytest.approx(2 / 3) and m["i2t_r@5"] == 1.0
+    assert m["i2t_recall_at_1"] == pytest.approx(2 / 3) and m["i2t_recall_at_5"] == 1.0
     # text->image: caption 0 -> image 1 first (wrong), 1 -> image 0, 2 -> image 0 (wrong), 3 -> image 2
-    assert m["t2i_r@1"] == 0.5 and m["t2i_r@5"] == 1.0
+    assert m["t2i_recall_at_1"] == 0.5 and m["t2i_recall_at_5"] == 1.0
 
 
 def test_real_cifar10_imagefolder_with_cifar_templates():

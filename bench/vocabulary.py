@@ -1,0 +1,99 @@
+"""Vocabulary counting throughput and peak memory on the real Wikipedia excerpt, repeated.
+
+    python bench/vocabulary.py [--mb 500]
+
+Builds an uncompressed pages-articles XML of at least --mb MB by repeating the pages of
+../shared/data/wiki/enwiki-2016-sample.xml.bz2, then, each in a fresh process:
+  ours:  tasks.vocabulary.count_dump_part (stream, clean, count, spill to hash partitions);
+         at --mb and at half of it: peak memory must not grow with the corpus;
+  naive: the same streaming parse and cleaning, counted into two in-memory Counters (no
+         spilling; what one writes first), on the half-size corpus.
+Throughput is MB of wikitext (the <text> contents) per second per core (one process = one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED, report, row, run_child  # noqa: E402
+
+OURS = r"""
+import json, sys, time, resource, tempfile
+from pathlib import Path
+from tasks.vocabulary import count_dump_part
+t0 = time.perf_counter()
+with tempfile.TemporaryDirectory() as d:
+    r = count_dump_part(sys.argv[1], str(Path(d) / "part"), 16, int(sys.argv[2]), True)
+    spill = sum(f.stat().st_size for f in (Path(d) / "part").rglob("*.parquet"))
+print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "tokens": r.stats["tokens"], "spill_mb": spill / 1e6}))
+"""
+
+NAIVE = r"""
+import json, sys, time, resource
+from collections import Counter
+from tasks.wikitext import iter_article_texts
+from tasks.text_rules import tokens, is_word
+t0 = time.perf_counter()
+uni, bi, n = Counter(), Counter(), 0
+for _title, text in iter_article_texts(sys.argv[1]):
+    w = [t for t in tokens(text) if is_word(t)]
+    n += len(w)
+    uni.update(w)
+    bi.update(f"{a} {b}" for a, b in zip(w, w[1:]))
+print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "tokens": n, "distinct": len(uni) + len(bi)}))
+"""
+
+
+def make_corpus(src: Path, mb: float, out: Path) -> float:
+    """Write header + pages repeated until >= mb MB; returns MB of wikitext inside <text>."""
+    xml = bz2.decompress(src.read_bytes()).decode("utf-8")
+    first, last = xml.index("<page>"), xml.rindex("</page>") + len("</page>")
+    head, pages, tail = xml[:first], xml[first:last], xml[last:]
+    text_mb = sum(len(m.group(1).encode()) for m in re.finditer(r"<text[^>]*>(.*?)</text>", pages, re.S)) / 1e6
+    reps = max(1, int(mb * 1e6 / len(pages.encode())) + 1)
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(head)
+        for _ in range(reps):
+            f.write(pages)
+        f.write(tail)
+    return text_mb * reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=500)
+    ap.add_argument("--spill-items", type=int, default=2_000_000, help="VocabularySpec.wikipedia.spill_items")
+    a = ap.parse_args()
+    src = SHARED / "wiki" / "enwiki-2016-sample.xml.bz2"
+    if not src.exists():
+        sys.exit(f"{src} is missing (../shared/data)")
+    with tempfile.TemporaryDirectory() as d:
+        big, half = Path(d) / "big.xml", Path(d) / "half.xml"
+        big_mb, half_mb = make_corpus(src, a.mb, big), make_corpus(src, a.mb / 2, half)
+        print(f"corpus: {big.stat().st_size / 1e6:.0f} MB XML ({big_mb:.0f} MB wikitext); half: {half.stat().st_size / 1e6:.0f} MB", flush=True)
+        naive = run_child(NAIVE, str(half))
+        print(f"naive on half: {naive}", flush=True)
+        ours_half = run_child(OURS, str(half), str(a.spill_items))
+        print(f"ours on half:  {ours_half}", flush=True)
+        ours = run_child(OURS, str(big), str(a.spill_items))
+        print(f"ours on full:  {ours}", flush=True)
+    rows = [
+        row(f"wikitext MB/s/core, {half_mb:.0f} MB", half_mb / ours_half["s"], half_mb / naive["s"], "MB/s", "naive: in-memory Counters"),
+        row(f"wikitext MB/s/core, {big_mb:.0f} MB", big_mb / ours["s"], None, "MB/s"),
+        row(f"peak RSS, {half_mb:.0f} MB corpus", ours_half["rss_mb"], naive["rss_mb"], "MB", "lower is better"),
+        row(f"peak RSS, {big_mb:.0f} MB corpus (vs ours at half size)", ours["rss_mb"], ours_half["rss_mb"], "MB",
+            f"spill_items={a.spill_items}"),
+    ]
+    report("vocabulary", rows, {"tokens_full": ours["tokens"], "spill_mb_full": ours["spill_mb"], "naive_distinct_keys": naive["distinct"]})
+
+
+if __name__ == "__main__":
+    main()
