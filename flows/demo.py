@@ -24,19 +24,65 @@ def run_deployment(name: str, params: dict | None = None) -> None:
     subprocess.run(cmd, env=stack.stack_env(), cwd=REPO_ROOT, check=True)
 
 
+BARS = {"zeroshot/sample-colour/top1": 0.85, "zeroshot/sample-shape/top1": 0.30}  # the pretrain issue's bars
+
+
+def _stage_stats(build, stage: str) -> dict:
+    f = build / stage / "_DONE.json"
+    return json.loads(f.read_text())["stats"] if f.exists() else {}
+
+
 def summary() -> None:
     build = REPO_ROOT / ".openwit/builds/sample"
     m = json.loads((build / "manifest.json").read_text())
-    final = REPO_ROOT / ".openwit/runs/sample/final_metrics.json"
+    run_dir = REPO_ROOT / ".openwit/runs/sample"
+    final = run_dir / "final_metrics.json"
     u = stack.urls()
+    v, c, mt, b, d = (_stage_stats(build, s) for s in ("vocabulary", "candidates", "match", "balance", "download"))
     print("\n== openwit demo summary")
-    print(f"training rows: {m['totals']['rows']} in {len(m['shards'])} shards; download status: {m['totals']['by_status']}")
-    print(f"refused before fetching: {m['totals']['refused_before_fetch']}")
+    print(f"vocabulary : {v.get('entries', '?'):,} entries by source {v.get('by_source', {})}")
+    drops = {k.removeprefix('drop:'): n for k, n in c.items() if k.startswith('drop:')}
+    print(f"candidates : {c.get('candidates', '?'):,} pairs from {c.get('img_tags', '?'):,} <img> tags; dropped {drops}")
+    print(f"match      : {mt.get('matched', '?'):,} pairs matched {mt.get('entries_matched', '?')} entries; "
+          f"dropped {({k.removeprefix('drop:'): n for k, n in mt.items() if k.startswith('drop:')})}")
+    print(f"balance    : kept {b.get('kept', '?'):,} of {b.get('pool', '?'):,} (expected {b.get('expected_kept', '?')}, t = {b.get('t')}); "
+          f"head share {b.get('head_share_before')} -> {b.get('head_share_after')}")
+    print(f"download   : {d.get('success', '?'):,} images of {d.get('to_fetch', '?'):,}; failures {({k: n for k, n in d.get('by_status', {}).items() if k != 'ok'})}; "
+          f"refused before fetching {d.get('refused_by_reason', {})}")
+    print(f"shards     : {m['totals']['rows']:,} rows in {len(m['shards'])} shards, {m['totals']['bytes'] / 1e6:.1f} MB")
     if final.exists():
-        for k, v in sorted(json.loads(final.read_text()).items()):
-            print(f"  {k}: {v:.3f}")
-    print(f"Prefect UI: {u['prefect']}   MLflow UI: {u['mlflow']}   data card: {build / 'datacard.md'}")
+        res = json.loads(final.read_text())
+        print("zero-shot  :")
+        for k, val in sorted(res.items()):
+            bar = BARS.get(k)
+            print(f"  {k:50s} {val:.3f}" + (f"  ({'meets' if val >= bar else 'BELOW'} the bar {bar})" if bar else ""))
+    run_id = (run_dir / "mlflow_run_id").read_text().strip() if (run_dir / "mlflow_run_id").exists() else None
+    print(f"Prefect UI : {u['prefect']}/runs")
+    print(f"MLflow UI  : {u['mlflow']}" + (f"  (run {run_id}, experiment openwit-sample)" if run_id else ""))
+    print(f"data card  : {build / 'datacard.md'}")
     print("The stack keeps running for browsing; `make down` stops it.")
+
+
+def compare() -> None:
+    """The MetaCLIP finding at toy scale: balanced pairs vs an unbalanced pool of the same size."""
+    results = {}
+    for subset in ("balanced", "unbalanced"):
+        spec = yaml.safe_load((REPO_ROOT / "data_specs/pretrain-sample.yaml").read_text())
+        spec["name"], spec["output_dir"] = f"compare-{subset}", f".openwit/runs/compare-{subset}"
+        spec["data"]["subset"] = subset
+        spec["mlflow"]["register_model"] = None
+        run_deployment("pretrain/sample", {"spec": spec})
+        f = REPO_ROOT / f".openwit/runs/compare-{subset}/final_metrics.json"
+        results[subset] = json.loads(f.read_text()) if f.exists() else {}
+    print("\n== make compare: same steps, same seed, same number of pairs (MLflow experiment openwit-sample)")
+    keys = sorted(k for k in results["balanced"] if k.startswith(("zeroshot/", "retrieval/")) and k.endswith(("top1", "recall_at_1")))
+    print(f"{'metric':50s} {'balanced':>9s} {'unbalanced':>10s}")
+    for k in keys:
+        print(f"{k:50s} {results['balanced'].get(k, float('nan')):9.3f} {results['unbalanced'].get(k, float('nan')):10.3f}")
+    mean = {s: sum(r.get(k, 0) for k in keys) / max(1, len(keys)) for s, r in results.items()}
+    better = max(mean, key=mean.get)
+    print(f"mean of these: balanced {mean['balanced']:.3f}, unbalanced {mean['unbalanced']:.3f} -> {better} did better")
+    print(f"Compare the runs compare-balanced and compare-unbalanced side by side at {stack.urls()['mlflow']}")
 
 
 def main() -> int:
@@ -44,14 +90,7 @@ def main() -> int:
         return 1
     run_deployment("build-wit/sample")
     if "--compare" in sys.argv:
-        for subset in ("balanced", "unbalanced"):
-            spec = yaml.safe_load((REPO_ROOT / "data_specs/pretrain-sample.yaml").read_text())
-            spec["name"], spec["output_dir"] = f"compare-{subset}", f".openwit/runs/compare-{subset}"
-            spec["data"]["subset"] = subset
-            run_deployment("pretrain/sample", {"spec": spec})
-        for subset in ("balanced", "unbalanced"):
-            f = REPO_ROOT / f".openwit/runs/compare-{subset}/final_metrics.json"
-            print(subset, json.loads(f.read_text()) if f.exists() else "no result")
+        compare()
         return 0
     run_deployment("pretrain/sample")
     summary()

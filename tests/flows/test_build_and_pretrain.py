@@ -100,3 +100,55 @@ def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
     mlflow.set_tracking_uri(spec["mlflow"]["tracking_uri"])
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert any(m.source_run_id == res["run_id"] for m in models)  # MLflow 3: the model is a LoggedModel of the run
+
+
+def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
+    """SIGKILL the whole `openwit pretrain` process group after a checkpoint; the rerun of the
+    same spec continues the same MLflow run from that checkpoint instead of starting over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mlflow
+
+    spec = yaml.safe_load((REPO / "data_specs/pretrain-tiny.yaml").read_text())
+    spec["data"]["build"] = str(tiny_build)
+    spec["output_dir"] = str(tmp_path / "run")
+    spec["eval_suites"] = []
+    spec["train"].update(steps=400, checkpoint_every=2, log_every=2)
+    spec["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    cmd = [str(Path(sys.executable).parent / "openwit"), "pretrain", str(spec_file)]
+    env = {k: v for k, v in os.environ.items() if k != "OPENWIT_TEST_KILL_AT_STEP"}
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = tmp_path / "run/checkpoints/latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.exists() and int(latest.read_text().split("-")[1]) >= 4):
+        assert p.poll() is None, "pretrain ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(30)
+    # Ray's workers live outside the process group and die when Ray notices the driver is gone:
+    # wait until the checkpoint pointer stops moving
+    seen, stable_since = latest.read_text(), time.time()
+    while time.time() - stable_since < 5:
+        time.sleep(0.5)
+        if latest.read_text() != seen:
+            seen, stable_since = latest.read_text(), time.time()
+    killed_at = int(seen.split("-")[1])
+    run_id = (tmp_path / "run/mlflow_run_id").read_text()
+    assert 4 <= killed_at < 400
+
+    spec["train"]["steps"] = killed_at + 4  # finish a few steps after the kill
+    spec_file.write_text(yaml.safe_dump(spec))
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"resuming from step {killed_at}" in r.stdout + r.stderr
+    assert (tmp_path / "run/mlflow_run_id").read_text() == run_id  # the same MLflow run
+    assert latest.read_text() == f"step-{killed_at + 4:07d}"
+    client = mlflow.tracking.MlflowClient(spec["mlflow"]["tracking_uri"])
+    steps = sorted({h.step for h in client.get_metric_history(run_id, "train/loss")})
+    assert steps[-1] == killed_at + 4 and killed_at + 2 in steps
