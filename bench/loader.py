@@ -8,6 +8,10 @@ shards, next to what one core of training consumes.
   baseline: samples/s of one training step on one thread (the consumption rate).
 A ratio above 1 means one loader core keeps up with one training core; the per-worker reader
 runs inside each Ray worker, so that is the condition for a low data-wait fraction.
+
+With --ray-data (default when ray is importable), the same decode+augment runs as a Ray Data
+pipeline (read_parquet -> map_batches -> iter_torch_batches) on 1 CPU, the alternative we
+measured before choosing the per-worker reader.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def main() -> None:
     ap.add_argument("--model", default="debug-rn")
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--ray-data", action=argparse.BooleanOptionalAction, default=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
     build = sample_build()
@@ -54,8 +59,51 @@ def main() -> None:
     for _ in range(n):
         train_step(model, opt, [batch], "clip", torch.device("cpu"), None, 1.0)
     step_rate = n * a.batch / (time.perf_counter() - t0)
-    report("loader", [row(f"images/s/core decoded+augmented vs {a.model} step consumption", load_rate, step_rate, "images/s",
-                          f"{table.num_rows:,} rows read in {read_s:.1f}s")])
+    rows = [row(f"images/s/core decoded+augmented vs {a.model} step consumption", load_rate, step_rate, "images/s",
+                f"{table.num_rows:,} rows read in {read_s:.1f}s")]
+    if a.ray_data:
+        rd = ray_data_rate(build, a.batch, a.batches)
+        if rd is not None:
+            rows.append(row("images/s/core per-worker reader vs Ray Data pipeline", load_rate, rd, "images/s", "Ray Data on 1 CPU"))
+    report("loader", rows)
+
+
+def ray_data_rate(build: Path, batch: int, batches: int) -> float | None:
+    """The same decode + augment as a Ray Data pipeline on one CPU (steady state, startup excluded)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        return None
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from training.data import random_resized_crop, to_tensor
+
+    manifest = json.loads((build / "manifest.json").read_text())
+    col = manifest.get("image_column", "jpg")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        ds = ray.data.read_parquet([str(build / s["path"]) for s in manifest["shards"]], columns=[col, "caption"])
+
+        def decode(b: dict) -> dict:
+            rng = np.random.default_rng(0)
+            imgs = [to_tensor(random_resized_crop(Image.open(io.BytesIO(x)), 32, rng)) for x in b[col]]
+            return {"image": np.stack(imgs), "caption": b["caption"]}
+
+        it = iter(ds.map_batches(decode, batch_size=batch, batch_format="numpy").iter_torch_batches(batch_size=batch))
+        next(it)
+        n, t0 = 0, time.perf_counter()
+        for i, b in enumerate(it):
+            n += len(b["image"])
+            if i + 1 >= batches:
+                break
+        return n / (time.perf_counter() - t0)
+    finally:
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The evaluate flow in-process: a checkpoint on a suite, metrics into a run nested under the
+training run, class embeddings cached per (weights, suite)."""
+
+import json
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_world, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from flows import evaluate as ev
+    from tasks.world import generate
+    from training.checkpoint import save_model
+    from training.model import CLIP, CLIPConfig
+    from training.tokenizer import train_bpe
+
+    world, _port, _ = tiny_world
+    monkeypatch.setattr(generate, "world_dir", lambda s, root=None: world)
+    monkeypatch.setattr(ev, "REPO_ROOT", tmp_path)  # the cache lands under tmp_path/.openwit
+    cfg = CLIPConfig.from_dict(json.loads((REPO / "training/model_configs/debug-vit.json").read_text()))
+    tok = train_bpe([f"a photo of a {s}." for s in ("circle", "square", "star", "ring")] * 20, vocab_size=300)
+    tok.context_length = cfg.text.context_length
+    cfg.text.vocab_size, cfg.text.eot_id = tok.vocab_size, tok.eot_id
+    run_dir = tmp_path / "run"
+    folder = save_model(CLIP(cfg), run_dir / "model", tok, extra={"step": 7})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("t")
+    parent = MlflowClient(uri).create_run(exp).info.run_id
+    (run_dir / "mlflow_run_id").write_text(parent)
+    spec = {"kind": "evaluate", "name": "t", "checkpoint": str(folder), "suites": ["data_specs/eval/sample-tiny-shape.yaml"],
+            "mlflow": {"experiment": "t", "tracking_uri": uri}}
+
+    first = ev.evaluate(spec=spec)
+    caches = list((tmp_path / ".openwit/cache/class-embeddings").rglob("*.safetensors"))
+    assert len(caches) == 1 and "sample-tiny-shape" in caches[0].name
+    run = MlflowClient(uri).get_run(first["run_id"])
+    assert run.data.tags["mlflow.parentRunId"] == parent  # nested under the training run
+    top1 = run.data.metrics["zeroshot/sample-tiny-shape/top1"]
+    assert 0 <= top1 <= 1 and "linprobe/sample-tiny-shape/top1" in run.data.metrics
+    assert [m.step for m in MlflowClient(uri).get_metric_history(first["run_id"], "zeroshot/sample-tiny-shape/top1")] == [7]
+
+    mtime = caches[0].stat().st_mtime_ns
+    second = ev.evaluate(spec={**spec, "run_id": parent})  # into the training run itself, from the cache
+    assert caches[0].stat().st_mtime_ns == mtime
+    assert second["run_id"] == parent
+    assert second["metrics"]["zeroshot/sample-tiny-shape/top1"] == pytest.approx(top1)
+    assert MlflowClient(uri).get_run(parent).data.metrics["zeroshot/sample-tiny-shape/top1"] == pytest.approx(top1)
+
+
+def test_a_folder_that_is_no_checkpoint_is_refused(tmp_path):
+    from flows.evaluate import checkpoint_folder
+
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        checkpoint_folder(str(tmp_path), "sqlite:///x.db")
