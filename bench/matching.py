@@ -5,7 +5,8 @@
 Vocabulary: WordNet 3.0 head names, the words of the real Wikipedia excerpt, and bigrams of
 those words up to --entries (MetaCLIP's ~500k). Captions: the 10,000 real LAION captions of
 ../shared/data/tables, cycled to --captions. All three give the same entry ids (checked).
-  ours:         tasks.matching.match_texts (batches of captions joined, one automaton pass)
+  ours:         tasks.matching.match_texts as the build runs it (one pass per caption; a batched
+                variant that joined captions measured 0.88x and was dropped)
   pyahocorasick: the straightforward loop, tasks.matching.match_text per caption
   plain loop:   `' ' + entry + ' ' in spaced(caption)` over every entry (sampled: it is slow)
 Captions per second per core (one process).
