@@ -54,6 +54,8 @@ out = {"ours": rate, "params": sum(p.numel() for p in ours.parameters())}
 del ours
 try:
     import open_clip
+    if name not in open_clip.list_models():
+        raise ImportError(name)  # our debug presets have no open_clip twin
     oc = open_clip.create_model(name).to(dev).train()
     def oc_step(m, i, t):
         r = m(i, t)

@@ -59,7 +59,30 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
                if "://" not in p and not Path(p).exists()]
     if missing:
         raise SpecError(f"input file not found: {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    ctx.dumps = _split_multistream(ctx)
     return ctx
+
+
+def _split_multistream(ctx: BuildContext) -> list[str]:
+    """Dumps with a multistream index become byte ranges of `streams_per_part` streams each."""
+    from tasks.wikitext import multistream_ranges
+
+    wp = ctx.spec.vocabulary.wikipedia
+    index = {ctx.input_path(d): ctx.input_path(i) for d, i in wp.multistream_index.items()}
+    for d, i in index.items():
+        if d not in ctx.dumps:
+            raise SpecError(f"vocabulary.wikipedia.multistream_index: {d} is not one of the dumps")
+        if "://" not in i and not Path(i).exists():
+            raise SpecError(f"input file not found: {i}")
+    out = []
+    for d in ctx.dumps:
+        if d in index:
+            ranges = multistream_ranges(index[d], wp.streams_per_part)
+            ctx.log(f"vocabulary: {d} splits into {len(ranges)} parts of {wp.streams_per_part} streams")
+            out += [f"{d}#bytes={a}-{'' if b is None else b}" for a, b in ranges]
+        else:
+            out.append(d)
+    return out
 
 
 def _expand(paths: list[str], ctx: BuildContext) -> list[str]:

@@ -65,6 +65,10 @@ class WikipediaSpec(Strict):
     # distinct keys; the merge then reads one of `partitions` hash partitions at a time.
     spill_items: int = 2_000_000
     partitions: int = 16
+    # A multistream dump with its index (`...-multistream-index.txt.bz2`) is read as byte
+    # ranges of `streams_per_part` bz2 streams (100 pages each), counted in parallel.
+    multistream_index: dict[str, str] = {}  # dump -> its index
+    streams_per_part: int = 2000
 
 
 class PageviewsSpec(Strict):

@@ -3,6 +3,11 @@
 Inputs are `pages-articles` exports: `.xml`, `.xml.bz2` (multistream files too: Python's bz2
 reads concatenated streams), local paths or http(s) URLs (opened with fsspec, streamed).
 
+A multistream dump can also be read in byte ranges: `multistream_ranges` turns its index
+(`...-multistream-index.txt.bz2`, lines `offset:page_id:title`) into ranges of whole bz2
+streams, and a source `DUMP#bytes=START-END` reads only that range (END empty: to the end of
+the file). Each range is a part that counts in parallel with the others and is cached alone.
+
 The cleaner is a regex pass in the tradition of gensim's `filter_wiki` and WikiExtractor,
 chosen over a full parser (mwparserfromhell) for throughput at full-Wikipedia scale
 (bench/vocabulary.py measures it). It drops comments, references, templates, tables, file /
@@ -32,8 +37,88 @@ class DumpError(ValueError):
     pass
 
 
+RANGE = re.compile(r"^(?P<path>.+)#bytes=(?P<start>\d+)-(?P<end>\d*)$")
+
+
+def multistream_ranges(index_path: str, streams_per_part: int) -> list[tuple[int, int | None]]:
+    """Byte ranges of `streams_per_part` consecutive bz2 streams each, from a multistream index.
+
+    The index lists the offset of the stream holding each page; the header stream (siteinfo)
+    before the first listed offset is skipped, and the last range runs to the end of the file."""
+    offsets: set[int] = set()
+    with fsspec.open(index_path, "rt", compression="infer", encoding="utf-8") as f:
+        for line in f:
+            off = line.split(":", 1)[0]
+            if off.isdigit():
+                offsets.add(int(off))
+    starts = sorted(offsets)
+    groups = [starts[i] for i in range(0, len(starts), max(1, streams_per_part))]
+    return [(a, groups[k + 1] if k + 1 < len(groups) else None) for k, a in enumerate(groups)]
+
+
+class _RangeReader:
+    """A file-like view of the XML in a byte range of whole bz2 streams. A range after the
+    header stream gets a root element around it so that it parses on its own; one that ends
+    before the file's footer gets the root closed."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: str, start: int, end: int | None):
+        import bz2
+
+        self._new = bz2.BZ2Decompressor
+        self._fh = fsspec.open(path, "rb").open()
+        self._fh.seek(start)
+        self._left = None if end is None else end - start
+        self._dec = self._new()
+        self._buf = b"<mediawiki>" if start else b""
+        self._tail = b""
+        self._done = False
+
+    def _more(self) -> None:
+        n = self.CHUNK if self._left is None else min(self.CHUNK, self._left)
+        raw = self._fh.read(n) if n > 0 else b""
+        if self._left is not None:
+            self._left -= len(raw)
+        if not raw:
+            self._done = True
+            if not self._tail.rstrip().endswith(b"</mediawiki>"):
+                self._buf += b"</mediawiki>"
+            return
+        out = []
+        while raw:
+            if self._dec.eof:  # the next bz2 stream
+                self._dec = self._new()
+            out.append(self._dec.decompress(raw))
+            raw = self._dec.unused_data if self._dec.eof else b""
+        data = b"".join(out)
+        self._tail = (self._tail + data)[-64:]
+        self._buf += data
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n is None or n < 0 or len(self._buf) < n):
+            self._more()
+        if n is None or n < 0:
+            n = len(self._buf)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def open_source(path: str):
-    """A binary stream over a local path or URL, decompressed by extension (.bz2/.gz/.xz)."""
+    """A binary stream over a local path or URL, decompressed by extension (.bz2/.gz/.xz);
+    `PATH#bytes=START-END` reads that range of a multistream dump."""
+    m = RANGE.match(path)
+    if m:
+        return _RangeReader(m["path"], int(m["start"]), int(m["end"]) if m["end"] else None)
     return fsspec.open(path, "rb", compression="infer").open()
 
 

@@ -2,6 +2,7 @@ import bz2
 import gzip
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -139,3 +140,58 @@ def test_wikipedia_api_source_with_429(tmp_path):
     assert set(got) == {"Circle", "Hexagon", "Ring"} and "red shape" in got["Circle"]
     assert FakeMediaWiki.calls[0][1].startswith("openwit-test/0.1 (tests)")
     assert stats["api_articles"] == 3
+
+
+def _multistream(xml: str, out: Path, pages_per_stream: int) -> tuple[Path, Path]:
+    """Re-pack an export the way Wikimedia does: a header stream, streams of N pages, a footer
+    stream, and an index of `offset:page_id:title` lines."""
+    first, last = xml.index("<page>"), xml.rindex("</page>") + len("</page>")
+    pages = [p + "</page>" for p in xml[first:last].split("</page>") if p.strip()]
+    dump, index = out / "multistream.xml.bz2", out / "multistream-index.txt.bz2"
+    lines, off = [], 0
+    with open(dump, "wb") as f:
+        for k, chunk in enumerate([xml[:first]] + ["".join(pages[i:i + pages_per_stream]) for i in range(0, len(pages), pages_per_stream)]
+                                  + [xml[last:]]):
+            data = bz2.compress(chunk.encode())
+            if 0 < k <= -(-len(pages) // pages_per_stream):
+                for j in range(min(pages_per_stream, len(pages) - (k - 1) * pages_per_stream)):
+                    lines.append(f"{off}:{(k - 1) * pages_per_stream + j + 1}:title")
+            f.write(data)
+            off += len(data)
+    index.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+    return dump, index
+
+
+def test_multistream_ranges_count_exactly_like_the_whole_file(tiny_world, tmp_path):
+    from tasks.wikitext import multistream_ranges
+
+    world, _port, _ = tiny_world
+    xml = bz2.decompress((world / "wiki/enwiki-sample-pages-articles.xml.bz2").read_bytes()).decode()
+    dump, index = _multistream(xml, tmp_path, pages_per_stream=7)
+    ranges = multistream_ranges(str(index), streams_per_part=3)
+    assert len(ranges) >= 3 and ranges[-1][1] is None and ranges[0][0] > 0  # the header stream is skipped
+    whole_stats: dict = {}
+    whole = list(iter_article_texts(str(dump), whole_stats))
+    parts, part_stats = [], {}
+    for a, b in ranges:
+        parts += list(iter_article_texts(f"{dump}#bytes={a}-{'' if b is None else b}", part_stats))
+    assert parts == whole and part_stats == whole_stats  # every page once, in order, skips counted the same
+
+    spec = VocabularySpec(wikipedia=WikipediaSpec(min_unigram_count=1, min_bigram_count=2, min_pmi=1.0), wordnet=WordNetSpec(enabled=False))
+    build_vocabulary(spec, tmp_path / "a", [str(dump)], [], progress=lambda *_: None)
+    split = [f"{dump}#bytes={a}-{'' if b is None else b}" for a, b in ranges]
+    build_vocabulary(spec, tmp_path / "b", split, [], progress=lambda *_: None)
+    ta, tb = (pq.read_table(tmp_path / d / "queries.parquet") for d in ("a", "b"))
+    assert ta.num_rows > 20 and ta.equals(tb)
+
+    from tasks.build_stages import make_context
+    from tasks.specs import BuildSpec, SpecError, load_spec
+
+    raw = {"kind": "build-wit", "name": "ms", "output_dir": str(tmp_path / "out"),
+           "vocabulary": {"wikipedia": {"dumps": [str(dump)], "multistream_index": {str(dump): str(index)}, "streams_per_part": 3}},
+           "crawl": {"warc": [str(dump)]}}
+    ctx = make_context(load_spec(raw, BuildSpec), log=lambda *_: None)
+    assert ctx.dumps == split  # the build counts the ranges as parts
+    raw["vocabulary"]["wikipedia"]["multistream_index"] = {str(tmp_path / "other.xml.bz2"): str(index)}
+    with pytest.raises(SpecError, match="is not one of the dumps"):
+        make_context(load_spec(raw, BuildSpec), log=lambda *_: None)
