@@ -39,28 +39,25 @@ def cmd_build(a) -> int:
     return 0
 
 
-def cmd_pretrain(a) -> int:
-    from tasks.specs import PretrainSpec, load_spec
+def _run_flow(spec: str, spec_kind: str, module: str, flow_name: str) -> int:
+    """Validate first (one clear line, no work), then run the flow in-process."""
+    import importlib
 
-    load_spec(a.spec, PretrainSpec)
+    from tasks.specs import SPEC_KINDS, load_spec
+
+    load_spec(spec, SPEC_KINDS[spec_kind])
     _ephemeral_prefect()
-    from flows.pretrain import pretrain
-
-    res = pretrain(spec=a.spec)
+    res = getattr(importlib.import_module(module), flow_name)(spec=spec)
     print(json.dumps(res, indent=1, default=str))
     return 0
+
+
+def cmd_pretrain(a) -> int:
+    return _run_flow(a.spec, "pretrain", "flows.pretrain", "pretrain")
 
 
 def cmd_evaluate(a) -> int:
-    from tasks.specs import EvaluateSpec, load_spec
-
-    load_spec(a.spec, EvaluateSpec)
-    _ephemeral_prefect()
-    from flows.evaluate import evaluate
-
-    res = evaluate(spec=a.spec)
-    print(json.dumps(res, indent=1, default=str))
-    return 0
+    return _run_flow(a.spec, "evaluate", "flows.evaluate", "evaluate")
 
 
 def cmd_validate(a) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.datacard import sha256_file
 from tasks.specs import REPO_ROOT, EvaluateSpec, load_spec, resolve_path
 from tasks.suites import resolve_suites
 
@@ -43,14 +44,6 @@ def checkpoint_folder(ref: str, uri: str) -> Path:
     return found[0]
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def source_run_id(folder: Path) -> str | None:
     """The training run a checkpoint folder came from (`pretrain` writes `<run_dir>/mlflow_run_id`)."""
     f = folder.parent / "mlflow_run_id"
@@ -58,7 +51,7 @@ def source_run_id(folder: Path) -> str | None:
 
 
 @task(name="evaluate-suite", task_run_name="{suite[name]}")
-def evaluate_suite(folder: Path, suite: dict, cache_dir: Path) -> tuple[dict, dict, float]:
+def evaluate_suite(folder: Path, weights_sha: str, suite: dict, cache_dir: Path) -> tuple[dict, dict, float]:
     """(metrics, artifacts, images/s) for one suite; class embeddings cached per (weights, suite)."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -68,7 +61,7 @@ def evaluate_suite(folder: Path, suite: dict, cache_dir: Path) -> tuple[dict, di
     from training.eval_report import suite_data
 
     model, tok, pre = load_model(folder)
-    key = (_sha(folder / "model.safetensors"), suite["name"])
+    key = (weights_sha, suite["name"])
     suite_key = hashlib.sha256(json.dumps([suite.get("classnames"), suite.get("templates")], sort_keys=True).encode()).hexdigest()[:12]
     cache_file = cache_dir / key[0] / f"{suite['name']}-{suite_key}.safetensors"
     cache = {key: load_file(str(cache_file))["classes"]} if cache_file.exists() else {}
@@ -96,6 +89,7 @@ def evaluate(spec: str | dict[str, Any] = "data_specs/evaluate-sample.yaml") -> 
     uri = tracking.tracking_uri(s.mlflow.tracking_uri, REPO_ROOT / ".openwit")
     suites = resolve_suites(s.suites)
     folder = checkpoint_folder(s.checkpoint, uri)
+    weights_sha = sha256_file(folder / "model.safetensors")[:16]
     step = int(json.loads((folder / "config.json").read_text()).get("extra", {}).get("step", 0))
     client = MlflowClient(uri)
     run_id = s.run_id
@@ -110,7 +104,7 @@ def evaluate(spec: str | dict[str, Any] = "data_specs/evaluate-sample.yaml") -> 
         client.log_param(run_id, "suites", json.dumps([x["name"] for x in suites]))
     all_metrics, rates = {}, {}
     for suite in suites:
-        metrics, artifacts, rate = evaluate_suite(folder, suite, REPO_ROOT / ".openwit" / "cache" / "class-embeddings")
+        metrics, artifacts, rate = evaluate_suite(folder, weights_sha, suite, REPO_ROOT / ".openwit" / "cache" / "class-embeddings")
         for k, v in metrics.items():
             client.log_metric(run_id, k, float(v), step=step)
         log_eval_artifacts(client, run_id, suite["name"], artifacts)

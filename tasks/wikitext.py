@@ -72,6 +72,7 @@ class _RangeReader:
         self._left = None if end is None else end - start
         self._dec = self._new()
         self._buf = b"<mediawiki>" if start else b""
+        self._pos = 0  # read position in _buf
         self._tail = b""
         self._done = False
 
@@ -83,7 +84,8 @@ class _RangeReader:
         if not raw:
             self._done = True
             if not self._tail.rstrip().endswith(b"</mediawiki>"):
-                self._buf += b"</mediawiki>"
+                self._buf = self._buf[self._pos:] + b"</mediawiki>"
+                self._pos = 0
             return
         out = []
         while raw:
@@ -93,14 +95,15 @@ class _RangeReader:
             raw = self._dec.unused_data if self._dec.eof else b""
         data = b"".join(out)
         self._tail = (self._tail + data)[-64:]
-        self._buf += data
+        self._buf = self._buf[self._pos:] + data  # compact: only the unread rest is copied
+        self._pos = 0
 
     def read(self, n: int = -1) -> bytes:
-        while not self._done and (n is None or n < 0 or len(self._buf) < n):
+        while not self._done and (n is None or n < 0 or len(self._buf) - self._pos < n):
             self._more()
-        if n is None or n < 0:
-            n = len(self._buf)
-        out, self._buf = self._buf[:n], self._buf[n:]
+        end = len(self._buf) if n is None or n < 0 else self._pos + n
+        out = self._buf[self._pos:end]
+        self._pos += len(out)
         return out
 
     def close(self) -> None:

@@ -48,8 +48,11 @@ def load_imagefolder(path: Path, max_images: int | None = None) -> LabelledSet:
 
 def load_cifar(path: Path, hundred: bool = False, max_images: int | None = None) -> LabelledSet:
     batch = "test" if hundred else "test_batch"
-    meta = pickle.load(open(path / ("meta" if hundred else "batches.meta"), "rb"), encoding="latin1")
-    d = pickle.load(open(path / batch, "rb"), encoding="latin1")
+    # CIFAR's own python batches are pickles: only load them from the dataset's official files
+    with open(path / ("meta" if hundred else "batches.meta"), "rb") as f:
+        meta = pickle.load(f, encoding="latin1")
+    with open(path / batch, "rb") as f:
+        d = pickle.load(f, encoding="latin1")
     data = d["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = np.array(d["fine_labels" if hundred else "labels"])
     names = meta["fine_label_names" if hundred else "label_names"]

@@ -128,7 +128,11 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def from_clip_bpe(path: str | Path, context_length: int = 77, n_merges: int = 49152 - 256 - 2) -> Tokenizer:
     """CLIP's tokenizer from its merges file (`bpe_simple_vocab_16e6.txt.gz`), at a user's path."""
-    raw = gzip.open(path, "rt", encoding="utf-8").read() if str(path).endswith(".gz") else Path(path).read_text("utf-8")
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            raw = f.read()
+    else:
+        raw = Path(path).read_text("utf-8")
     merges = [tuple(m.split()) for m in raw.split("\n")[1: n_merges + 1] if m.strip()]
     alphabet = list(_bytes_to_unicode().values())
     vocab_list = alphabet + [a + "</w>" for a in alphabet] + ["".join(m) for m in merges] + [SOT, EOT]

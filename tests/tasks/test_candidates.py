@@ -16,15 +16,16 @@ def test_real_commoncrawl_warc_alt_pairs_have_absolute_urls(tmp_path):
     got = {(r["url"], r["text"]) for r in iter_warc(str(path), spec, Counter())}
     # independent expectation: a regex over the same HTML responses
     want = set()
-    for rec in ArchiveIterator(open(path, "rb"), parse_http=True, record_types=WarcRecordType.response):
-        page, body = rec.headers["WARC-Target-URI"], rec.reader.read().decode("utf-8", "replace")
-        base = re.search(r"<base[^>]+href=[\"']([^\"']+)", body, re.I)
-        base = urljoin(page, base.group(1)) if base else page
-        for tag in re.findall(r"<img\b[^>]*>", body, re.I):
-            alt = re.search(r"\balt\s*=\s*\"([^\"]*)\"|\balt\s*=\s*'([^']*)'", tag, re.I)
-            src = re.search(r"\bsrc\s*=\s*[\"']([^\"']*)", tag, re.I)
-            if alt and src and (alt.group(1) or alt.group(2) or "").strip() and not src.group(1).startswith("data:"):
-                want.add((urljoin(base, src.group(1).strip()), " ".join((alt.group(1) or alt.group(2)).split())))
+    with open(path, "rb") as fh:
+        for rec in ArchiveIterator(fh, parse_http=True, record_types=WarcRecordType.response):
+            page, body = rec.headers["WARC-Target-URI"], rec.reader.read().decode("utf-8", "replace")
+            base = re.search(r"<base[^>]+href=[\"']([^\"']+)", body, re.I)
+            base = urljoin(page, base.group(1)) if base else page
+            for tag in re.findall(r"<img\b[^>]*>", body, re.I):
+                alt = re.search(r"\balt\s*=\s*\"([^\"]*)\"|\balt\s*=\s*'([^']*)'", tag, re.I)
+                src = re.search(r"\bsrc\s*=\s*[\"']([^\"']*)", tag, re.I)
+                if alt and src and (alt.group(1) or alt.group(2) or "").strip() and not src.group(1).startswith("data:"):
+                    want.add((urljoin(base, src.group(1).strip()), " ".join((alt.group(1) or alt.group(2)).split())))
     # texts differ only by page encoding (GBK, cp1251 pages), so compare the resolved URLs
     assert len(got) >= 20
     assert all(u.startswith(("http://", "https://")) for u, _ in got)

@@ -28,9 +28,11 @@ def test_world_parses_with_the_pipeline_libraries(tiny_world):
     assert {p.ns for p in pages} >= {0, 1, 4} and any(p.redirect for p in pages)
     responses = []
     for w in sorted((world / "warc").glob("*.warc.gz")):
-        responses += [r.headers["WARC-Target-URI"] for r in ArchiveIterator(open(w, "rb"), record_types=WarcRecordType.response)
-                      if r.headers.get("WARC-Target-URI")]
+        with open(w, "rb") as fh:
+            responses += [r.headers["WARC-Target-URI"] for r in ArchiveIterator(fh, record_types=WarcRecordType.response)
+                          if r.headers.get("WARC-Target-URI")]
     assert any(u.startswith(f"http://127.0.0.1:{port}/pages/") for u in responses)
-    lines = gzip.open(sorted((world / "pageviews").glob("*.gz"))[0], "rt").read().splitlines()
+    with gzip.open(sorted((world / "pageviews").glob("*.gz"))[0], "rt") as fh:
+        lines = fh.read().splitlines()
     assert sum(len(line.split(" ")) == 4 for line in lines) >= len(lines) - 1  # one malformed line on purpose
     assert bz2.decompress((world / "wiki/enwiki-sample-pages-articles.xml.bz2").read_bytes()).startswith(b"<mediawiki")
