@@ -36,8 +36,9 @@ test: install
 demo: install
 	$(PY) -m flows.demo
 
+SEEDS ?= 1
 compare: install
-	$(PY) -m flows.demo --compare
+	$(PY) -m flows.demo --compare --seeds $(SEEDS)
 
 bench: install
 	$(PY) bench/report.py

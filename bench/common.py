@@ -76,9 +76,9 @@ def sample_build() -> Path:
 
 
 def debug_model(name: str, vocab: int = 1024, eot: int = 1):
-    """A training-library model from training/model_configs/<name>.json."""
-    from training.model import CLIP, CLIPConfig
+    """A training-library model of a preset (training/model_configs/<name>.json, open_clip's names)."""
+    from training.model import CLIP, CLIPConfig, preset_dict
 
-    cfg = CLIPConfig.from_dict(json.loads((ROOT / "training" / "model_configs" / f"{name}.json").read_text()))
+    cfg = CLIPConfig.from_dict(preset_dict(name))
     cfg.text.vocab_size, cfg.text.eot_id = vocab, eot
     return CLIP(cfg)

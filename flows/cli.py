@@ -6,6 +6,10 @@
     openwit evaluate SPEC                 evaluate a checkpoint / registered model on suites
     openwit validate SPEC...              check specs without running anything
     openwit world [--size tiny]           generate the sample world (cached)
+    openwit import-weights WEIGHTS --model ViT-B-32-quickgelu --out DIR [--bpe FILE]
+                                          open_clip / OpenAI weights -> an openwit checkpoint
+    openwit export-open-clip CHECKPOINT --out DIR
+                                          -> a folder open_clip loads as local-dir:DIR
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import os
 import sys
 
-from tasks.specs import SpecError
+from tasks.specs import REPO_ROOT, SpecError
 
 
 def _ephemeral_prefect() -> None:
@@ -77,6 +81,28 @@ def cmd_world(a) -> int:
     return 0
 
 
+def cmd_import_weights(a) -> int:
+    from training.convert import import_weights
+
+    out = import_weights(a.weights, a.model, a.out, bpe=a.bpe)
+    print(f"{out}: openwit checkpoint (CLIP's BPE tokenizer). Fine-tune it with `init_from: {out}` in a pretrain spec, "
+          f"or evaluate it with `checkpoint: {out}` in an evaluate spec")
+    return 0
+
+
+def cmd_export_open_clip(a) -> int:
+    from flows.evaluate import checkpoint_folder
+    from training import tracking
+    from training.convert import export_open_clip
+
+    folder = checkpoint_folder(a.checkpoint, tracking.tracking_uri(None, REPO_ROOT / ".openwit"))
+    out = export_open_clip(folder, a.out)
+    print(f"{out}: open_clip.create_model_and_transforms('local-dir:{out}') loads it; tokenizer: "
+          f"open_clip.get_tokenizer('local-dir:{out}') if it was trained with CLIP's BPE, else "
+          f"training.tokenizer.Tokenizer.load('{out}/tokenizer.json')")
+    return 0
+
+
 def cmd_stack(a) -> int:
     from flows import stack
 
@@ -107,11 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--port", type=int, default=8765)
     w.set_defaults(fn=cmd_world)
+    i = sub.add_parser("import-weights", help="open_clip / OpenAI CLIP weights -> an openwit checkpoint folder")
+    i.add_argument("weights", help="a .safetensors file or a torch state dict (.bin/.pt; loaded with weights_only=True)")
+    i.add_argument("--model", required=True, help="open_clip model name (ViT-B-32, RN50, ViT-B-32-quickgelu, ...) or a JSON config")
+    i.add_argument("--out", required=True)
+    i.add_argument("--bpe", default=None, help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy inside open_clip_torch)")
+    i.set_defaults(fn=cmd_import_weights)
+    x = sub.add_parser("export-open-clip", help="an openwit checkpoint -> a folder open_clip loads as local-dir:OUT")
+    x.add_argument("checkpoint", help="a checkpoint folder (<run_dir>/model) or models:/<name>/<version>")
+    x.add_argument("--out", required=True)
+    x.set_defaults(fn=cmd_export_open_clip)
     a = ap.parse_args(argv)
     try:
         return a.fn(a)
     except SpecError as e:
         print(f"openwit: invalid spec: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        if a.cmd not in ("import-weights", "export-open-clip"):
+            raise
+        print(f"openwit {a.cmd}: {e}", file=sys.stderr)
         return 2
 
 

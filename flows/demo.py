@@ -63,26 +63,39 @@ def summary() -> None:
     print("The stack keeps running for browsing; `make down` stops it.")
 
 
-def compare() -> None:
-    """The MetaCLIP finding at toy scale: balanced pairs vs an unbalanced pool of the same size."""
-    results = {}
-    for subset in ("balanced", "unbalanced"):
-        spec = yaml.safe_load((REPO_ROOT / "data_specs/pretrain-sample.yaml").read_text())
-        spec["name"], spec["output_dir"] = f"compare-{subset}", f".openwit/runs/compare-{subset}"
-        spec["data"]["subset"] = subset
-        spec["mlflow"]["register_model"] = None
-        run_deployment("pretrain/sample", {"spec": spec})
-        f = REPO_ROOT / f".openwit/runs/compare-{subset}/final_metrics.json"
-        results[subset] = json.loads(f.read_text()) if f.exists() else {}
-    print("\n== make compare: same steps, same seed, same number of pairs (MLflow experiment openwit-sample)")
-    keys = sorted(k for k in results["balanced"] if k.startswith(("zeroshot/", "retrieval/")) and k.endswith(("top1", "recall_at_1")))
-    print(f"{'metric':50s} {'balanced':>9s} {'unbalanced':>10s}")
+def compare(seeds: int = 1) -> None:
+    """The MetaCLIP finding at toy scale: balanced pairs vs an unbalanced pool of the same size,
+    trained with the same steps and seed; with seeds > 1, once per seed (0, 1, ...)."""
+    import statistics
+
+    results: dict[str, list[dict]] = {"balanced": [], "unbalanced": []}
+    for seed in range(seeds):
+        for subset in ("balanced", "unbalanced"):
+            name = f"compare-{subset}" + (f"-seed{seed}" if seed else "")  # a rerun of a finished run only re-evaluates
+            spec = yaml.safe_load((REPO_ROOT / "data_specs/pretrain-sample.yaml").read_text())
+            spec["name"], spec["output_dir"] = name, f".openwit/runs/{name}"
+            spec["data"]["subset"] = subset
+            spec["train"]["seed"] = seed
+            spec["mlflow"]["register_model"] = None
+            run_deployment("pretrain/sample", {"spec": spec})
+            f = REPO_ROOT / f".openwit/runs/{name}/final_metrics.json"
+            results[subset].append(json.loads(f.read_text()) if f.exists() else {})
+    print(f"\n== make compare: same steps, same number of pairs, seeds 0..{seeds - 1} (MLflow experiment openwit-sample)")
+    keys = sorted(k for k in results["balanced"][0] if k.startswith(("zeroshot/", "retrieval/")) and k.endswith(("top1", "recall_at_1")))
+
+    def cell(rs: list[dict], k: str) -> str:
+        xs = [r.get(k, float("nan")) for r in rs]
+        return f"{statistics.mean(xs):.3f}" + (f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else "")
+
+    print(f"{'metric':50s} {'balanced':>15s} {'unbalanced':>15s}")
     for k in keys:
-        print(f"{k:50s} {results['balanced'].get(k, float('nan')):9.3f} {results['unbalanced'].get(k, float('nan')):10.3f}")
-    mean = {s: sum(r.get(k, 0) for k in keys) / max(1, len(keys)) for s, r in results.items()}
-    better = max(mean, key=mean.get)
-    print(f"mean of these: balanced {mean['balanced']:.3f}, unbalanced {mean['unbalanced']:.3f} -> {better} did better")
-    print(f"Compare the runs compare-balanced and compare-unbalanced side by side at {stack.urls()['mlflow']}")
+        print(f"{k:50s} {cell(results['balanced'], k):>15s} {cell(results['unbalanced'], k):>15s}")
+    means = {s: [sum(r.get(k, 0) for k in keys) / max(1, len(keys)) for r in rs] for s, rs in results.items()}
+    wins = sum(b > u for b, u in zip(means["balanced"], means["unbalanced"]))
+    mb, mu = statistics.mean(means["balanced"]), statistics.mean(means["unbalanced"])
+    print(f"mean of these: balanced {mb:.3f}, unbalanced {mu:.3f} -> {'balanced' if mb > mu else 'unbalanced'} did better"
+          + (f"; balanced won {wins} of {seeds} seeds" if seeds > 1 else " (one seed: run `make compare SEEDS=3` for a spread)"))
+    print(f"Compare the runs side by side at {stack.urls()['mlflow']}")
 
 
 def main() -> int:
@@ -90,7 +103,8 @@ def main() -> int:
         return 1
     run_deployment("build-wit/sample")
     if "--compare" in sys.argv:
-        compare()
+        seeds = int(sys.argv[sys.argv.index("--seeds") + 1]) if "--seeds" in sys.argv else 1
+        compare(seeds)
         return 0
     run_deployment("pretrain/sample")
     summary()

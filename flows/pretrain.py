@@ -23,10 +23,25 @@ from tasks.suites import resolve_suites
 
 
 def model_config(name: str) -> dict:
-    p = Path(name)
-    if not p.suffix:
-        p = REPO_ROOT / "training" / "model_configs" / f"{name}.json"
-    return json.loads(resolve_path(p).read_text())
+    from training.model import preset_dict
+
+    return preset_dict(resolve_path(name) if name.endswith(".json") else name)
+
+
+def init_checkpoint(spec: PretrainSpec, run_dir: Path, uri: str) -> dict:
+    """Fine-tuning: the checkpoint's model config, weights and tokenizer (written into the run dir)."""
+    from flows.evaluate import checkpoint_folder
+
+    folder = checkpoint_folder(spec.init_from, uri)
+    meta = json.loads((folder / "config.json").read_text())
+    if not meta.get("tokenizer"):
+        raise ValueError(f"init_from {folder}: the checkpoint carries no tokenizer, so its text tower cannot be fed")
+    size = meta["model"]["vision_cfg"]["image_size"]
+    if size != spec.data.image_size:
+        raise ValueError(f"init_from {folder} was trained at {size}px but data.image_size is {spec.data.image_size}: set data.image_size: {size}")
+    tok = run_dir / "init_tokenizer.json"
+    tok.write_text(meta["tokenizer"])
+    return {"model": meta["model"], "tokenizer": str(tok), "weights": str(folder / "model.safetensors")}
 
 
 def prepare(spec: PretrainSpec) -> dict:
@@ -40,7 +55,8 @@ def prepare(spec: PretrainSpec) -> dict:
     uri = tracking.tracking_uri(spec.mlflow.tracking_uri, REPO_ROOT / ".openwit")
     id_file = run_dir / "mlflow_run_id"
     resume_id = id_file.read_text().strip() if id_file.exists() else None
-    mcfg = model_config(spec.model)
+    init = init_checkpoint(spec, run_dir, uri) if spec.init_from else None
+    mcfg = init["model"] if init else model_config(spec.model)
     tags = {"openwit.spec": spec.name, "openwit.build": manifest["name"], "openwit.manifest_spec_hash": manifest["spec_hash"],
             "prefect.flow_run_id": str(runtime.flow_run.id or ""), "prefect.flow_run_name": str(runtime.flow_run.name or "")}
     params = {"spec": spec.model_dump(mode="json"), "model_config": mcfg,
@@ -52,7 +68,9 @@ def prepare(spec: PretrainSpec) -> dict:
     threads = int(spec.scaling.resources_per_worker.get("CPU", 1))
     return {
         "run_name": spec.name, "run_dir": str(run_dir), "build": str(build), "subset": spec.data.subset,
-        "image_size": spec.data.image_size, "tokenizer": str(build / manifest.get("tokenizer", "tokenizer.json")),
+        "image_size": spec.data.image_size,
+        "tokenizer": init["tokenizer"] if init else str(build / manifest.get("tokenizer", "tokenizer.json")),
+        "init_weights": init["weights"] if init else None,
         "model": mcfg, "train": spec.train.model_dump(), "use_gpu": spec.scaling.use_gpu, "threads_per_worker": threads,
         "eval_suites": resolve_suites(spec.eval_suites),
         "mlflow": {"uri": uri, "run_id": run_id, "run_dir": str(run_dir), "register_model": spec.mlflow.register_model},

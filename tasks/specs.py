@@ -213,12 +213,21 @@ class PretrainSpec(Strict):
     name: str
     description: str = ""
     output_dir: str
-    model: str  # a preset name in training/model_configs or a path to a JSON config
+    model: str | None = None  # a preset name in training/model_configs (open_clip's names) or a JSON config path
+    # fine-tune instead: an openwit checkpoint folder or models:/<name>/<version> (e.g. weights brought
+    # in with `openwit import-weights`); its config and tokenizer replace `model` and the build's tokenizer
+    init_from: str | None = None
     data: DataSpec
     train: TrainSpec = TrainSpec()
     scaling: ScalingSpec = ScalingSpec()
     eval_suites: list[str] = []  # paths of suite specs
     mlflow: MlflowSpec = MlflowSpec()
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> "PretrainSpec":
+        if (self.model is None) == (self.init_from is None):
+            raise ValueError("give exactly one of `model` (train from scratch) and `init_from` (fine-tune a checkpoint)")
+        return self
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from training.model import CLIP, CLIPConfig
@@ -40,6 +41,8 @@ def load_model(folder: str | Path, device: str = "cpu", strict: bool = True) -> 
     meta = json.loads((folder / "config.json").read_text())
     model = CLIP(CLIPConfig.from_dict(meta["model"]))
     state = load_file(str(folder / "model.safetensors"), device=device)
+    if "logit_bias" in state:  # trained with the sigmoid (SigLIP) loss
+        model.logit_bias = torch.nn.Parameter(torch.zeros(()))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if strict and (missing or unexpected):
         raise ValueError(f"{folder}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

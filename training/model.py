@@ -16,8 +16,10 @@ Facts implemented here (CLIP paper, open_clip):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,6 +67,32 @@ class CLIPConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {"embed_dim": d["embed_dim"], "vision_cfg": d["vision"], "text_cfg": d["text"], "quick_gelu": d["quick_gelu"]}
+
+
+PRESETS = Path(__file__).with_name("model_configs")
+
+
+def preset_dict(name: str | Path) -> dict:
+    """A model config dict (open_clip's JSON shape) by preset name or JSON path.
+
+    Names are open_clip's: `RN50`, `ViT-B-32`, ..., `debug-vit`, `debug-rn`; the suffix
+    `-quickgelu` selects QuickGELU, as open_clip's `ViT-B-32-quickgelu` does (OpenAI's weights).
+    """
+    p = Path(name)
+    if p.suffix == ".json":
+        if not p.exists():
+            raise FileNotFoundError(f"model config {p} does not exist")
+        return json.loads(p.read_text())
+    base, quick = (str(name).removesuffix("-quickgelu"), True) if str(name).endswith("-quickgelu") else (str(name), False)
+    f = PRESETS / f"{base}.json"
+    if not f.exists():
+        known = sorted(x.stem for x in PRESETS.glob("*.json"))
+        raise ValueError(f"unknown model preset {name!r}: known presets are {', '.join(known)} (add -quickgelu for QuickGELU), "
+                         "or give a path to a JSON config")
+    d = json.loads(f.read_text())
+    if quick:
+        d["quick_gelu"] = True
+    return d
 
 
 class QuickGELU(nn.Module):

@@ -152,3 +152,38 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
     client = mlflow.tracking.MlflowClient(spec["mlflow"]["tracking_uri"])
     steps = sorted({h.step for h in client.get_metric_history(run_id, "train/loss")})
     assert steps[-1] == killed_at + 4 and killed_at + 2 in steps
+
+
+def test_fine_tuning_starts_from_imported_weights_with_their_tokenizer(tiny_build, tmp_path):
+    """`init_from` an imported open_clip-layout checkpoint (CLIP's 49,408-token BPE, not the build's
+    tokenizer): at lr 0 the trained model must be exactly the imported one, with CLIP's tokenizer."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from flows.pretrain import pretrain
+    from training.convert import import_weights, to_open_clip
+    from training.model import CLIP, CLIPConfig, preset_dict
+
+    cfg = CLIPConfig.from_dict(preset_dict("debug-vit"))
+    cfg.text.vocab_size = 49408
+    (tmp_path / "m.json").write_text(json.dumps(cfg.to_dict()))
+    torch.manual_seed(123)
+    save_file({k: v.contiguous() for k, v in to_open_clip(CLIP(cfg).state_dict()).items()}, str(tmp_path / "w.safetensors"))
+    ck = import_weights(tmp_path / "w.safetensors", tmp_path / "m.json", tmp_path / "imported")
+
+    spec = yaml.safe_load((REPO / "data_specs/pretrain-tiny.yaml").read_text())
+    del spec["model"]
+    spec.update(init_from=str(ck), output_dir=str(tmp_path / "run"), eval_suites=[])
+    spec["data"]["build"] = str(tiny_build)
+    spec["train"].update(steps=2, lr=0.0, warmup_steps=0, log_every=1)
+    spec["scaling"]["workers"] = 1
+    spec["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bad = {**spec, "data": {**spec["data"], "image_size": 64}, "output_dir": str(tmp_path / "bad")}
+    with pytest.raises(ValueError, match="trained at 32px but data.image_size is 64"):
+        pretrain(spec=bad)
+    pretrain(spec=spec)
+    before, after = load_file(str(ck / "model.safetensors")), load_file(str(tmp_path / "run/model/model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    meta = json.loads((tmp_path / "run/model/config.json").read_text())
+    assert meta["tokenizer"] == json.loads((ck / "config.json").read_text())["tokenizer"]
+    assert meta["model"]["text_cfg"]["vocab_size"] == 49408

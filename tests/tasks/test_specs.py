@@ -50,3 +50,9 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     assert main(["build", str(f)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"openwit: invalid spec: {f}: bogus: unknown key"]
+
+
+@pytest.mark.parametrize("extra", [{"model": "debug-vit", "init_from": "ck"}, {}], ids=["both", "neither"])
+def test_pretrain_takes_exactly_one_of_model_and_init_from(extra):
+    with pytest.raises(SpecError, match="exactly one of `model` .* and `init_from`"):
+        load_spec({"kind": "pretrain", "name": "x", "output_dir": "o", "data": {"build": "b"}, **extra})
