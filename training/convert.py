@@ -64,6 +64,8 @@ def open_clip_config(cfg: CLIPConfig) -> dict:
               "width": v.width, "head_width": v.head_width, "mlp_ratio": v.mlp_ratio}
     if not isinstance(v.layers, tuple):
         vision["patch_size"] = v.patch_size
+        if v.patch_dropout:
+            vision["patch_dropout"] = v.patch_dropout
     text = {"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width, "heads": t.heads, "layers": t.layers}
     if t.eot_id is not None and t.eot_id != t.vocab_size - 1:
         # CLIP's [EOS] has the highest id, so open_clip pools at argmax; our build tokenizers may not

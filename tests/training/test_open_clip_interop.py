@@ -113,3 +113,9 @@ def test_cli_import_and_export(tmp_path, capsys):
     assert {p.name for p in (tmp_path / "oc").iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"}
     assert main(["import-weights", str(tmp_path / "nope.bin"), "--model", "debug-vit", "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_open_clip_config_carries_patch_dropout():
+    cfg = CLIPConfig.from_dict(preset_dict("debug-vit"))
+    cfg.vision.patch_dropout = 0.5
+    assert to_open_clip_model(CLIP(cfg)).visual.patch_dropout.prob == 0.5
