@@ -159,14 +159,12 @@ def _claim(ctx: BuildContext, d: Path, stage: str, key: str) -> None:
     them); outputs made for other inputs (a changed spec or upstream stage) are removed first,
     so a rerun never mixes them with new ones."""
     started = d / "_STARTED"
-    if d.exists() and not (started.exists() and started.read_text() == key):
-        ctx.log(f"{stage}: outputs in {d} were made for other inputs; removing them")
-        shutil.rmtree(d)
+    resumable = started.exists() and started.read_text() == key
+    if not resumable:  # a stage folder removed by hand takes its outside outputs with it too
+        if d.exists():
+            ctx.log(f"{stage}: outputs in {d} were made for other inputs; removing them")
+            shutil.rmtree(d)
         for name in OUTSIDE_OUTPUTS.get(stage, []):
-            p = ctx.out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    elif not d.exists():
-        for name in OUTSIDE_OUTPUTS.get(stage, []):  # a stage folder removed by hand takes its outputs with it
             p = ctx.out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     d.mkdir(parents=True, exist_ok=True)

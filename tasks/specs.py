@@ -157,7 +157,7 @@ class BuildSpec(Strict):
     tokenizer_vocab_size: int = 8192  # byte-level BPE trained on the build's captions
 
     @model_validator(mode="after")
-    def _has_inputs(self) -> "BuildSpec":
+    def _has_inputs(self) -> BuildSpec:
         crawl = self.crawl
         if not (crawl.warc or crawl.warc_paths_file or crawl.tables):
             raise ValueError("crawl: give at least one of warc, warc_paths_file, tables")
@@ -224,7 +224,7 @@ class PretrainSpec(Strict):
     mlflow: MlflowSpec = MlflowSpec()
 
     @model_validator(mode="after")
-    def _one_model_source(self) -> "PretrainSpec":
+    def _one_model_source(self) -> PretrainSpec:
         if (self.model is None) == (self.init_from is None):
             raise ValueError("give exactly one of `model` (train from scratch) and `init_from` (fine-tune a checkpoint)")
         return self

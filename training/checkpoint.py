@@ -35,17 +35,28 @@ def save_model(model: CLIP, folder: str | Path, tokenizer: Tokenizer | None = No
     return folder
 
 
+def load_weights(model: CLIP, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every tensor of `state` into `model`, or a ValueError naming `source` and the first
+    mismatches. A model that added a SigLIP bias may start without one in `state` (it keeps its own)."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{source} does not fit the model: {str(e).splitlines()[1].strip()}") from e
+    missing = [k for k in missing if k != "logit_bias"]
+    if missing or unexpected:
+        raise ValueError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
 def load_model(folder: str | Path, device: str = "cpu", strict: bool = True) -> tuple[CLIP, Tokenizer | None, dict]:
     """(model in eval mode, tokenizer, preprocess info) in one call. Refuses unknown keys."""
     folder = Path(folder)
     meta = json.loads((folder / "config.json").read_text())
     model = CLIP(CLIPConfig.from_dict(meta["model"]))
     state = load_file(str(folder / "model.safetensors"), device=device)
-    if "logit_bias" in state:  # trained with the sigmoid (SigLIP) loss
-        model.logit_bias = torch.nn.Parameter(torch.zeros(()))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if strict and (missing or unexpected):
-        raise ValueError(f"{folder}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if strict:
+        load_weights(model, state, str(folder))
+    else:
+        model.load_state_dict(state, strict=False)
     tok = Tokenizer.from_json(meta["tokenizer"], meta.get("context_length", 77)) if meta.get("tokenizer") else None
     return model.to(device).eval(), tok, meta["preprocess"]
 

@@ -149,7 +149,7 @@ def import_weights(weights: str | Path, model: str | Path, out: str | Path, bpe:
     inside an installed open_clip_torch. The result trains (`init_from` in a pretrain spec),
     evaluates (`openwit evaluate`) and loads with `training.checkpoint.load_model`.
     """
-    from training.checkpoint import save_model
+    from training.checkpoint import load_weights, save_model
     from training.tokenizer import from_clip_bpe
 
     state = from_open_clip(load_weights_file(weights))
@@ -161,14 +161,7 @@ def import_weights(weights: str | Path, model: str | Path, out: str | Path, bpe:
         raise ValueError(f"{bpe} gives {tok.vocab_size} tokens but model {model} has a {cfg.text.vocab_size}-token embedding")
     cfg.text.eot_id = tok.eot_id
     net = CLIP(cfg)
-    if "logit_bias" in state:
-        net.logit_bias = torch.nn.Parameter(torch.zeros(()))
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"{weights} does not fit model {model}: {str(e).splitlines()[1].strip()} (is {model} the right preset?)") from e
-    if missing or unexpected:
-        raise ValueError(f"{weights} does not fit model {model}: missing {missing[:5]}, unexpected {unexpected[:5]} (is {model} the right preset?)")
+    load_weights(net, state, f"{weights} (is {model} the right preset?)")
     return save_model(net, out, tok, extra={"imported_from": str(weights), "open_clip_model": str(model)})
 
 

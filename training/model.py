@@ -57,7 +57,7 @@ class CLIPConfig:
     quick_gelu: bool = False  # OpenAI's pretrained weights used QuickGELU
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CLIPConfig":
+    def from_dict(cls, d: dict) -> CLIPConfig:
         v = dict(d.get("vision_cfg", d.get("vision", {})))
         if isinstance(v.get("layers"), list):
             v["layers"] = tuple(v["layers"])
@@ -303,6 +303,15 @@ class CLIP(nn.Module):
             self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
         self.text = TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def add_logit_bias(self, value: float = 0.0) -> None:
+        """The sigmoid (SigLIP) loss's learnable bias; models trained with it save `logit_bias`."""
+        self.logit_bias = nn.Parameter(torch.tensor(float(value), device=self.logit_scale.device))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "logit_bias" in state_dict and not hasattr(self, "logit_bias"):
+            self.add_logit_bias()  # a SigLIP-trained state dict
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         f = self.visual(image)

@@ -78,11 +78,11 @@ class Tokenizer:
         return self.hf.to_str()
 
     @classmethod
-    def load(cls, path: str | Path, context_length: int = 77) -> "Tokenizer":
+    def load(cls, path: str | Path, context_length: int = 77) -> Tokenizer:
         return cls(HFTokenizer.from_file(str(path)), context_length)
 
     @classmethod
-    def from_json(cls, blob: str, context_length: int = 77) -> "Tokenizer":
+    def from_json(cls, blob: str, context_length: int = 77) -> Tokenizer:
         return cls(HFTokenizer.from_str(blob), context_length)
 
 

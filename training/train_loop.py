@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from training.checkpoint import load_weights
 from training.data import LoaderState, ShardLoader, load_rows
 from training.loss import clip_loss, siglip_loss
 from training.model import CLIP, CLIPConfig
@@ -109,17 +110,6 @@ def train_step(model, opt, micro: list[tuple[torch.Tensor, torch.Tensor]], loss_
     return loss.detach(), scale.detach()
 
 
-def load_init_weights(model: CLIP, path: str) -> None:
-    """Fine-tuning starts from a checkpoint's weights (a resumed run then overwrites them)."""
-    state = load_file(path, device=str(next(model.parameters()).device))
-    if not hasattr(model, "logit_bias"):
-        state.pop("logit_bias", None)  # trained with SigLIP, fine-tuned with the softmax loss
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "logit_bias"]  # fine-tuned with SigLIP from a softmax model: keep -10
-    if missing or unexpected:
-        raise ValueError(f"init weights {path} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
@@ -141,9 +131,9 @@ def train_loop_per_worker(config: dict) -> None:
     model = CLIP(cfg).to(device)
     if tr["loss"] == "siglip":
         model.logit_scale.data.fill_(math.log(10))
-        model.logit_bias = torch.nn.Parameter(torch.tensor(-10.0, device=device))
-    if config.get("init_weights"):
-        load_init_weights(model, config["init_weights"])
+        model.add_logit_bias(-10.0)
+    if config.get("init_weights"):  # fine-tuning; a resumed run then overwrites these weights
+        load_weights(model, load_file(config["init_weights"], device=str(device)), f"init_from {config['init_weights']}")
     if tr["grad_checkpointing"]:
         model.set_grad_checkpointing(True)
     opt = torch.optim.AdamW(param_groups(model, tr["weight_decay"]), lr=tr["lr"], betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])

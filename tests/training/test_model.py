@@ -120,3 +120,23 @@ def test_checkpoint_and_open_clip_conversion_round_trip(tmp_path):
     assert "token_embedding.weight" in oc and "visual.transformer.resblocks.0.attn.in_proj_weight" in oc
     back = from_open_clip(oc)
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_siglip_trained_checkpoint_round_trip_keeps_its_bias(tmp_path):
+    """A model trained with the sigmoid loss saves `logit_bias`; loading it, or converting it to
+    open_clip's layout and back, keeps the bias; a wrong-shaped state dict is a clear error."""
+    from training.checkpoint import load_weights
+
+    tok = train_bpe(["a red circle", "a blue star"] * 10, vocab_size=300)
+    c = cfg("debug-rn")
+    c.text.vocab_size, c.text.eot_id = tok.vocab_size, tok.eot_id
+    m = CLIP(c).eval()
+    m.add_logit_bias(-10.0)
+    m2, _, _ = load_model(save_model(m, tmp_path / "ck", tok))
+    assert float(m2.logit_bias) == -10.0
+    fresh = CLIP(c)
+    fresh.load_state_dict(from_open_clip(to_open_clip(m.state_dict())))
+    assert float(fresh.logit_bias) == -10.0
+    bad = dict(m.state_dict(), logit_scale=torch.zeros(2))
+    with pytest.raises(ValueError, match="elsewhere does not fit the model: size mismatch for logit_scale"):
+        load_weights(CLIP(c), bad, "elsewhere")

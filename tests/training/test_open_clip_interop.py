@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from training.checkpoint import load_model
+from training.checkpoint import CLIP_MEAN, CLIP_STD, load_model
 from training.convert import export_open_clip, import_open_clip, import_weights, load_weights_file, to_open_clip, to_open_clip_model
 from training.model import CLIP, CLIPConfig, preset_dict
 from training.tokenizer import from_clip_bpe
@@ -74,6 +74,7 @@ def test_open_clip_weights_import_then_export_back(name, tmp_path):
     out = export_open_clip(ck, tmp_path / "export")
     back, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
     back.eval()
+    assert tuple(preprocess.transforms[-1].mean) == CLIP_MEAN and tuple(preprocess.transforms[-1].std) == CLIP_STD
     with torch.no_grad():
         assert torch.equal(back.encode_image(img), ref.encode_image(img))
     assert torch.equal(open_clip.get_tokenizer(f"local-dir:{out}")(TEXTS), tok(TEXTS))
