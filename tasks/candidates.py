@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from resiliparse.parse.encoding import detect_encoding
 from resiliparse.parse.html import HTMLTree
+from resiliparse.parse.http import iterate_http_chunks
 from resiliparse.parse.lang import detect_fast
 
 from tasks.specs import CrawlSpec, TableSpec
@@ -120,6 +122,41 @@ def _img_pairs_from_html(body: bytes, page_url: str, attrs: list[str]) -> Iterat
             yield src, t, base
 
 
+def target_uri(headers) -> str | None:
+    """The record's WARC-Target-URI in either grammar: WARC/1.1 and Common Crawl write the bare
+    URI, WARC/1.0's grammar (wget, Heritrix, some warcio versions) wraps it in `<...>`."""
+    uri = (headers.get("WARC-Target-URI") or "").strip()
+    if uri.startswith("<") and uri.endswith(">"):
+        uri = uri[1:-1].strip()
+    return uri or None
+
+
+MAX_BODY_BYTES = 64 << 20  # a page that inflates beyond this is a bomb, not a page
+
+
+def http_body(rec) -> bytes:
+    """The entity body as a browser sees it. wget and warcio keep the bytes as sent (chunked
+    transfer coding, gzip/deflate/br content coding); Common Crawl stores them decoded and
+    renames the headers to X-Crawler-*, so those bodies pass through unchanged."""
+    headers = rec.http_headers
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        body = b"".join(iterate_http_chunks(rec.reader))
+    else:
+        body = rec.reader.read()
+    coding = (headers.get("Content-Encoding") or "").strip().lower()
+    if coding in ("gzip", "x-gzip", "deflate"):
+        d = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+        try:
+            body = d.decompress(body, MAX_BODY_BYTES)
+        except zlib.error:  # raw deflate without a zlib header (old servers)
+            body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, MAX_BODY_BYTES)
+    elif coding == "br":
+        import brotli
+
+        body = brotli.decompress(body)[:MAX_BODY_BYTES]
+    return body
+
+
 def iter_warc(path: str, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
     """Candidates from a WARC (HTML responses) or WAT (JSON metadata) file."""
     filt = PairFilter(spec)
@@ -130,7 +167,7 @@ def iter_warc(path: str, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
         n = -1
         try:
             for n, rec in enumerate(records):
-                page_url = rec.headers.get("WARC-Target-URI")
+                page_url = target_uri(rec.headers)
                 if not page_url:
                     stats["record_invalid"] += 1
                     continue
@@ -148,7 +185,7 @@ def iter_warc(path: str, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
                         if "html" not in ctype:
                             stats["record_not_html"] += 1
                             continue
-                        pairs = list(_img_pairs_from_html(rec.reader.read(), page_url, spec.attributes))
+                        pairs = list(_img_pairs_from_html(http_body(rec), page_url, spec.attributes))
                 except Exception as e:  # noqa: BLE001 - a broken record must not end the file
                     stats[f"record_error:{type(e).__name__}"] += 1
                     continue
