@@ -38,8 +38,10 @@ def cmd_build(a) -> int:
     from flows.build_wit import build_wit
 
     stages = a.stages.split(",") if a.stages else None
-    res = build_wit(spec=a.spec, out=a.out, stages=stages)
-    print(json.dumps(res, indent=1))
+    state = build_wit(spec=a.spec, out=a.out, stages=stages, return_state=True)
+    if state.is_failed():  # the stage already said why, in one line
+        return 1
+    print(json.dumps(state.result(), indent=1))
     return 0
 
 
@@ -67,8 +69,12 @@ def cmd_evaluate(a) -> int:
 def cmd_validate(a) -> int:
     from tasks.specs import load_spec
 
+    from tasks.build_stages import make_context
+
     for s in a.specs:
         spec = load_spec(s)
+        if spec.kind == "build-wit":  # inputs too: files exist, table columns are there
+            make_context(spec, log=lambda *_: None)
         print(f"{s}: ok ({spec.kind} {spec.name})")
     return 0
 
@@ -110,6 +116,9 @@ def cmd_stack(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.env import apply_quiet_env
+
+    apply_quiet_env()
     ap = argparse.ArgumentParser(prog="openwit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("up", "down", "status"):

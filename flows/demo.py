@@ -28,8 +28,10 @@ BARS = {"zeroshot/sample-colour/top1": 0.85, "zeroshot/sample-shape/top1": 0.30}
 
 
 def _stage_stats(build, stage: str) -> dict:
-    f = build / stage / "_DONE.json"
-    return json.loads(f.read_text())["stats"] if f.exists() else {}
+    from tasks.engine import stage_stats
+
+    st = stage_stats(build, stage)
+    return st.to_dict() if st else {}
 
 
 def summary() -> None:
@@ -38,17 +40,16 @@ def summary() -> None:
     run_dir = REPO_ROOT / ".openwit/runs/sample"
     final = run_dir / "final_metrics.json"
     u = stack.urls()
-    v, c, mt, b, d = (_stage_stats(build, s) for s in ("vocabulary", "candidates", "match", "balance", "download"))
+    from flows.build_wit import summary_line
+    from tasks.engine import stage_stats
+
     print("\n== openwit demo summary")
-    print(f"vocabulary : {v.get('entries', '?'):,} entries by source {v.get('by_source', {})}")
-    drops = {k.removeprefix('drop:'): n for k, n in c.items() if k.startswith('drop:')}
-    print(f"candidates : {c.get('candidates', '?'):,} pairs from {c.get('img_tags', '?'):,} <img> tags; dropped {drops}")
-    print(f"match      : {mt.get('matched', '?'):,} pairs matched {mt.get('entries_matched', '?')} entries; "
-          f"dropped {({k.removeprefix('drop:'): n for k, n in mt.items() if k.startswith('drop:')})}")
-    print(f"balance    : kept {b.get('kept', '?'):,} of {b.get('pool', '?'):,} (expected {b.get('expected_kept', '?')}, t = {b.get('t')}); "
-          f"head share {b.get('head_share_before')} -> {b.get('head_share_after')}")
-    print(f"download   : {d.get('success', '?'):,} images of {d.get('to_fetch', '?'):,}; failures {({k: n for k, n in d.get('by_status', {}).items() if k != 'ok'})}; "
-          f"refused before fetching {d.get('refused_by_reason', {})}")
+    for stage in ("vocabulary", "candidates", "match", "balance", "download"):
+        st = stage_stats(build, stage)
+        if st:
+            print(summary_line(stage, st, False))
+    b = _stage_stats(build, "balance").get("info", {})
+    print(f"balance    : head share {b.get('head_share_before')} -> {b.get('head_share_after')} at t = {b.get('t')}")
     print(f"shards     : {m['totals']['rows']:,} rows in {len(m['shards'])} shards, {m['totals']['bytes'] / 1e6:.1f} MB")
     if final.exists():
         res = json.loads(final.read_text())

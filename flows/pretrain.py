@@ -93,7 +93,15 @@ def pretrain(spec: str | dict[str, Any] = "data_specs/pretrain-sample.yaml") -> 
     config = prepare(s)
     logger.info(f"MLflow run {config['mlflow']['run_id']} at {config['mlflow']['uri']}; training {s.train.steps} steps "
                 f"on {s.scaling.workers} workers")
-    metrics = train(config, s.scaling.model_dump(), s.scaling.address)
+    from training import tracking
+
+    try:
+        metrics = train(config, s.scaling.model_dump(), s.scaling.address)
+    except BaseException as e:  # the MLflow run tells the truth: FAILED, or KILLED when stopped
+        status = "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ in ("TerminationSignal", "CancelledRun") else "FAILED"
+        tracking.end_run(config["mlflow"]["uri"], config["mlflow"]["run_id"], status)
+        raise
+    tracking.end_run(config["mlflow"]["uri"], config["mlflow"]["run_id"], "FINISHED")
     uri = config["mlflow"]["uri"]
     link = f"{uri}/#/experiments/0/runs/{config['mlflow']['run_id']}" if uri.startswith("http") else f"run {config['mlflow']['run_id']} in {uri}"
     table = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))

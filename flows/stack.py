@@ -44,7 +44,9 @@ def urls() -> dict[str, str]:
 
 def stack_env() -> dict[str, str]:
     sd, u = state_dir(), urls()
-    env = dict(os.environ)
+    from flows.env import QUIET_ENV
+
+    env = {**QUIET_ENV, **os.environ}
     env.update({
         "PREFECT_HOME": str(sd / "prefect"), "PREFECT_API_URL": f"{u['prefect']}/api",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{sd / 'prefect' / 'prefect.db'}",

@@ -1,25 +1,25 @@
-"""The build-wit stages as plain functions over a build folder (no Prefect here).
+"""The build-wit stages, declared for the stage engine (tasks/engine.py); no Prefect here.
 
-Each stage writes its outputs, then `<stage>/_DONE.json` holding a key (hash of the spec
-section and the inputs) and its stats. A stage whose marker matches is skipped, so a rerun after
-a crash redoes only what is missing; stages that work per shard also skip finished shards.
+    vocabulary -> candidates -> match -> balance -> download -> manifest
+
+Each stage is a plain function `fn(run: StageRun) -> Stats` plus a declaration of what it reads
+and what keys it. The engine decides whether it runs, resumes or is skipped; the function only
+does the work, reading other stages' folders through `run.input(name)`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import pickle
 import shutil
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks import engine
+from tasks.engine import Stage, StageRun, Stats, mark_unit, unit_stats
 from tasks.parallel import run_parallel
 from tasks.specs import BuildSpec, SpecError, resolve_path
-
-STAGES = ["vocabulary", "candidates", "match", "balance", "download", "manifest"]
 
 
 @dataclass
@@ -31,6 +31,33 @@ class BuildContext:
     pageviews: list[str] = field(default_factory=list)
     warcs: list[str] = field(default_factory=list)
     log: Callable[[str], None] = print
+    dns_lookup: Callable | None = None  # tests inject a fake resolver (tasks/download/guard.py)
+
+    @contextlib.contextmanager
+    def serving_world(self) -> Iterator[None]:
+        """While the download runs, make sure this build's sample world is served on its port:
+        use the server `openwit up` started if it serves this world, else serve it from a thread.
+        A port held by anything else is an error (the build would fetch from it)."""
+        if self.world is None:
+            yield
+            return
+        from tasks.world.server import serve_in_thread, serves
+
+        w = self.spec.world
+        state = serves(self.world / "www", w.host, w.port)
+        if state == "other":
+            raise SpecError(f"port {w.port} on {w.host} is taken by a server that is not this build's sample world; "
+                            "stop it or set OPENWIT_WORLD_PORT to a free port")
+        if state == "ours":
+            yield
+            return
+        srv, _t = serve_in_thread(self.world / "www", w.host, w.port)
+        self.log(f"download: serving the sample world on http://{w.host}:{w.port} for this build")
+        try:
+            yield
+        finally:
+            srv.shutdown()
+            srv.server_close()
 
     def input_path(self, p: str) -> str:
         if p.startswith("world:"):
@@ -59,6 +86,10 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
                if "://" not in p and not Path(p).exists()]
     if missing:
         raise SpecError(f"input file not found: {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    from tasks.candidates import check_table_columns
+
+    for i, t in enumerate(spec.crawl.tables):
+        check_table_columns(t.model_copy(update={"path": ctx.input_path(t.path)}), f"crawl.tables[{i}]")
     ctx.dumps = _split_multistream(ctx)
     return ctx
 
@@ -97,125 +128,65 @@ def _expand(paths: list[str], ctx: BuildContext) -> list[str]:
     return out
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+# ----------------------------------------------------------------------------- stages
+def vocabulary(run: StageRun) -> Stats:
+    from tasks.vocabulary import build_vocabulary
 
-
-def _done(stage_dir: Path, key: str) -> dict | None:
-    marker = stage_dir / "_DONE.json"
-    if marker.exists():
-        data = json.loads(marker.read_text())
-        if data.get("key") == key:
-            return data["stats"]
-    return None
-
-
-def _mark(stage_dir: Path, key: str, stats: dict) -> dict:
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    tmp = stage_dir / "_DONE.json.tmp"
-    tmp.write_text(json.dumps({"key": key, "stats": stats}, indent=1, sort_keys=True, default=str))
-    tmp.rename(stage_dir / "_DONE.json")
+    ctx = run.ctx
+    v = build_vocabulary(ctx.spec.vocabulary, run.dir, ctx.dumps, ctx.pageviews, ctx.spec.ray.address, ctx.log)
+    stats = Stats(rows_out=v["entries"], info={k: v[k] for k in ("entries", "by_source", "total_tokens", "wordnet_synsets",
+                                                                 "wordnet_names", "titles_kept", "top_unigrams", "top_bigrams")})
+    for part in v["parts"].values():
+        stats.rows_in += sum(part.get(k, 0) for k in ("articles", "skipped_redirect", "skipped_other_namespace"))
+        stats.drop("redirect_page", part.get("skipped_redirect", 0))
+        stats.drop("other_namespace", part.get("skipped_other_namespace", 0))
+        stats.drop("malformed_dump", 1 if part.get("malformed_dump") else 0)
+        stats.drop("api_error", part.get("api_errors", 0))
+        stats.drop("api_missing", part.get("api_missing", 0))
+    pv = v["pageviews"]
+    stats.drop("malformed_pageview_line", pv.get("malformed_lines", 0))
+    stats.drop("namespace_title", pv.get("skipped_namespace_titles", 0))
+    stats.drop("title_not_in_dump", pv.get("popular_not_in_dump", 0))
+    stats.dropped = +stats.dropped  # reasons that did not occur are not listed
     return stats
 
 
-def stage_key(ctx: BuildContext, stage: str) -> str:
-    s = ctx.spec
-    keys = {
-        "vocabulary": (s.vocabulary.model_dump(), ctx.dumps, ctx.pageviews),
-        "candidates": (s.crawl.model_dump(), ctx.warcs),
-        "match": (s.vocabulary.case_sensitive,),
-        "balance": (s.balancing.model_dump(),),
-        "download": (s.download.model_dump(),),
-        "manifest": (),
-    }
-    upstream = STAGES[: STAGES.index(stage)]
-    return _key(stage, keys[stage], [_read_key(ctx.out / u) for u in upstream])
-
-
-def _read_key(d: Path) -> str | None:
-    m = d / "_DONE.json"
-    return json.loads(m.read_text())["key"] if m.exists() else None
-
-
-def run_stage(ctx: BuildContext, stage: str) -> tuple[dict, bool]:
-    """Run one stage unless its marker says it is done; returns (stats, skipped)."""
-    d = ctx.out / stage
-    key = stage_key(ctx, stage)
-    cached = _done(d, key)
-    if cached is not None:
-        ctx.log(f"{stage}: complete, skipped (delete {d} to redo)")
-        return cached, True
-    _claim(ctx, d, stage, key)
-    stats = STAGE_FUNCS[stage](ctx, d)
-    return _mark(d, key, stats), False
-
-
-# outputs a stage writes outside its own folder
-OUTSIDE_OUTPUTS = {"download": ["shards", "webdataset"], "manifest": ["manifest.json", "datacard.md", "tokenizer.json"]}
-
-
-def _claim(ctx: BuildContext, d: Path, stage: str, key: str) -> None:
-    """Partial outputs of an interrupted run with the same key are kept (the stage resumes from
-    them); outputs made for other inputs (a changed spec or upstream stage) are removed first,
-    so a rerun never mixes them with new ones."""
-    started = d / "_STARTED"
-    resumable = started.exists() and started.read_text() == key
-    if not resumable:  # a stage folder removed by hand takes its outside outputs with it too
-        if d.exists():
-            ctx.log(f"{stage}: outputs in {d} were made for other inputs; removing them")
-            shutil.rmtree(d)
-        for name in OUTSIDE_OUTPUTS.get(stage, []):
-            p = ctx.out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    d.mkdir(parents=True, exist_ok=True)
-    started.write_text(key)
-
-
-# ----------------------------------------------------------------------------- stages
-def vocabulary(ctx: BuildContext, d: Path) -> dict:
-    from tasks.vocabulary import build_vocabulary
-
-    return build_vocabulary(ctx.spec.vocabulary, d, ctx.dumps, ctx.pageviews, ctx.spec.ray.address, ctx.log)
-
-
-def _extract_job(kind: str, src, crawl_spec, out: str) -> dict:
+def _extract_job(kind: str, src, crawl_spec, out: str) -> Stats:
     from tasks.candidates import extract_file
 
     return extract_file(kind, src, crawl_spec, Path(out))
 
 
-def candidates(ctx: BuildContext, d: Path) -> dict:
-    spec = ctx.spec.crawl
-    d.mkdir(parents=True, exist_ok=True)
-    jobs = [("warc", w, spec, str(d / f"w{i:05d}.parquet")) for i, w in enumerate(ctx.warcs)]
-    jobs += [("table", t.model_copy(update={"path": ctx.input_path(t.path)}), spec, str(d / f"t{i:05d}.parquet"))
+def candidates(run: StageRun) -> Stats:
+    ctx, spec = run.ctx, run.ctx.spec.crawl
+    jobs = [("warc", w, spec, str(run.dir / f"w{i:05d}.parquet")) for i, w in enumerate(ctx.warcs)]
+    jobs += [("table", t.model_copy(update={"path": ctx.input_path(t.path)}), spec, str(run.dir / f"t{i:05d}.parquet"))
              for i, t in enumerate(spec.tables)]
-    todo = [j for j in jobs if not Path(j[3]).with_suffix(".stats.json").exists()]
-    ctx.log(f"candidates: {len(jobs) - len(todo)} inputs cached, {len(todo)} to extract")
-    run_parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates")
-    totals: Counter = Counter()
+    todo = [j for j in jobs if unit_stats(run.dir, Path(j[3]).stem) is None]
+    run.log(f"candidates: {len(jobs) - len(todo)} inputs cached, {len(todo)} to extract")
+    run_parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates: inputs")
+    total = Stats()
     for j in jobs:
-        totals.update(json.loads(Path(j[3]).with_suffix(".stats.json").read_text()))
-    # cross-file dedup happens in matching's uid set; report the per-file totals here
-    return dict(sorted(totals.items()))
+        total.add(unit_stats(run.dir, Path(j[3]).stem))
+    return total  # cross-file dedup happens in the match stage
 
 
-def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool) -> dict:
+def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool) -> Stats:
     from tasks.matching import match_shard
 
     return match_shard(auto_bytes, Path(in_path), Path(out_path), case_sensitive)
 
 
-def match(ctx: BuildContext, d: Path) -> dict:
+def match(run: StageRun) -> Stats:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tasks.matching import automaton_from_vocabulary, entry_counts
 
-    d.mkdir(parents=True, exist_ok=True)
-    files = sorted((ctx.out / "candidates").glob("*.parquet"))
+    files = sorted(run.input("candidates").glob("*.parquet"))
+    queries = run.input("vocabulary") / "queries.parquet"
     # cross-file dedup: the first file holding a uid keeps it
-    dedup_dir = d / "dedup"
+    dedup_dir = run.dir / "dedup"
     dedup_dir.mkdir(exist_ok=True)
     seen: set[str] = set()
     dups = 0
@@ -227,65 +198,115 @@ def match(ctx: BuildContext, d: Path) -> dict:
             seen.add(u)
         dups += mask.count(False)
         pq.write_table(t.filter(pa.array(mask)), dedup_dir / f.name)
-    auto = automaton_from_vocabulary(ctx.out / "vocabulary" / "queries.parquet")
+    auto = automaton_from_vocabulary(queries)
     blob = pickle.dumps(auto)
-    jobs = [(blob, str(dedup_dir / f.name), str(d / f.name), ctx.spec.vocabulary.case_sensitive) for f in files]
-    results = run_parallel(_match_job, jobs, ctx.spec.matching.workers, ctx.spec.ray.address, "match")
+    jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), run.ctx.spec.vocabulary.case_sensitive) for f in files]
+    results = run_parallel(_match_job, jobs, run.ctx.spec.matching.workers, run.ctx.spec.ray.address, "match: shards")
     shutil.rmtree(dedup_dir)
-    table = entry_counts(d, ctx.out / "vocabulary" / "queries.parquet", d / "entry_counts.parquet")
-    totals: Counter = Counter()
+    table = entry_counts(run.dir, queries, run.dir / "entry_counts.parquet")
+    stats = Stats()
     for r in results:
-        totals.update(r)
-    totals["drop:duplicate_across_files"] = dups
-    totals["entries_matched"] = int(sum(1 for c in table["count"].to_pylist() if c))
-    return dict(totals)
+        stats.add(r)
+    stats.rows_in += dups
+    stats.drop("duplicate_across_files", dups)
+    stats.info["entries_matched"] = int(sum(1 for c in table["count"].to_pylist() if c))
+    return stats
 
 
-def balance(ctx: BuildContext, d: Path) -> dict:
+def match_files(match_dir: Path) -> list[Path]:
+    return sorted(p for p in match_dir.glob("*.parquet") if p.name != "entry_counts.parquet")
+
+
+def balance(run: StageRun) -> Stats:
     from tasks.balancing import balance_shards, unbalanced_sample
     from tasks.datacard import balance_report
 
-    spec = ctx.spec.balancing
-    match_files = sorted(p for p in (ctx.out / "match").glob("*.parquet") if p.name != "entry_counts.parquet")
-    if d.exists():
-        shutil.rmtree(d)
-    stats = balance_shards(match_files, ctx.out / "match" / "entry_counts.parquet", d, spec.max_pairs_per_query, spec.seed)
-    stats["unbalanced_baseline"] = unbalanced_sample(match_files, stats["kept"], spec.seed, d / "unbalanced_uids.parquet")
-    stats.update(balance_report(ctx.out, d, spec.max_pairs_per_query))
+    spec = run.ctx.spec.balancing
+    files = match_files(run.input("match"))
+    b = balance_shards(files, run.input("match") / "entry_counts.parquet", run.dir, spec.max_pairs_per_query, spec.seed)
+    b["unbalanced_baseline"] = unbalanced_sample(files, b["kept"], spec.seed, run.dir / "unbalanced_uids.parquet")
+    b.update(balance_report(run.input("match") / "entry_counts.parquet", run.dir, spec.max_pairs_per_query))
+    stats = Stats(rows_in=b["pool"], rows_out=b["kept"], info=b)
+    stats.drop("balanced_out", b["pool"] - b["kept"])
     return stats
 
 
-def download(ctx: BuildContext, d: Path) -> dict:
-    from tasks.download import export_webdataset, prepare_input, run_img2dataset, write_training_shards
+def download(run: StageRun) -> Stats:
+    from tasks.download.driver import export_webdataset, prepare_input, run_img2dataset, select_rows, write_training_shards
+    from tasks.download.guard import AddressPolicy, GuardProxy, Resolver
 
-    spec = ctx.spec.download
-    balanced = sorted((ctx.out / "balance").glob("0*.parquet"))
-    if not (d / "input" / "urls.parquet").exists():
-        prep = prepare_input(balanced, ctx.out / "balance" / "unbalanced_uids.parquet", d, spec)
-        (d / "prepare.json").write_text(json.dumps(prep))
-    prep = json.loads((d / "prepare.json").read_text())
-    ctx.log(f"download: {prep['to_fetch']} URLs to fetch, {prep['refused']} refused {prep['refused_by_reason']}")
-    run_img2dataset(d, spec)
-    stats = write_training_shards(d, ctx.out / "shards", spec)
-    stats["refused_by_reason"] = prep["refused_by_reason"]
-    stats["to_fetch"] = prep["to_fetch"]
+    ctx, spec = run.ctx, run.ctx.spec.download
+    resolver = Resolver(spec.dns_timeout, spec.dns_concurrency, lookup=ctx.dns_lookup)
+    with GuardProxy(AddressPolicy(spec.allow_networks), resolver, host=spec.guard_host, connect_timeout=spec.timeout) as proxy:
+        prep = unit_stats(run.dir, "input")
+        if prep is None:
+            rows = select_rows(sorted(run.input("balance").glob("0*.parquet")), run.input("balance") / "unbalanced_uids.parquet",
+                               match_files(run.input("match")))
+            prep = mark_unit(run.dir, "input", prepare_input(rows, run.dir, proxy, run.log))
+        run.log(f"download: {prep.rows_out:,} URLs to fetch, {sum(prep.dropped.values()):,} refused {dict(prep.dropped)}")
+        if prep.rows_out:
+            with ctx.serving_world():
+                run_img2dataset(run.dir, spec, proxy.env(), ctx.spec.ray.address)
+                fetched = write_training_shards(run.dir, ctx.out / "shards", proxy.url)
+        else:
+            fetched = Stats()
+        refused_at_connection = dict(proxy.refused)
+    stats = Stats(rows_in=prep.rows_in, rows_out=fetched.rows_out, dropped=prep.dropped + fetched.dropped)
+    stats.info = {"to_fetch": prep.rows_out, "refused_before_fetch": dict(prep.dropped), "fetch_failures": dict(fetched.dropped),
+                  "refused_at_connection": refused_at_connection, **prep.info}
     if spec.webdataset:
-        stats["webdataset_samples"] = export_webdataset(ctx.out / "shards", ctx.out / "webdataset", spec.encode_format)
+        stats.info["webdataset_samples"] = export_webdataset(ctx.out / "shards", ctx.out / "webdataset", spec.encode_format)
     return stats
 
 
-def manifest(ctx: BuildContext, d: Path) -> dict:
+def manifest(run: StageRun) -> Stats:
     from tasks.datacard import write_datacard, write_manifest
     from training.tokenizer import train_bpe
 
+    ctx = run.ctx
     shards = sorted((ctx.out / "shards").glob("*.parquet"))
-    tok_path = ctx.out / "tokenizer.json"
-    if not tok_path.exists():
-        train_bpe(shards, tok_path, vocab_size=ctx.spec.tokenizer_vocab_size)
+    train_bpe(shards, ctx.out / "tokenizer.json", vocab_size=ctx.spec.tokenizer_vocab_size)
     m = write_manifest(ctx, shards)
     write_datacard(ctx, m)
-    return {"shards": len(m["shards"]), "rows": m["totals"]["rows"]}
+    return Stats(rows_in=m["totals"]["rows"], rows_out=m["totals"]["rows"], info={"shards": len(m["shards"])})
 
 
-STAGE_FUNCS = {"vocabulary": vocabulary, "candidates": candidates, "match": match, "balance": balance,
-               "download": download, "manifest": manifest}
+STAGE_LIST = [
+    Stage("vocabulary", vocabulary, config=lambda ctx: (ctx.spec.vocabulary.model_dump(), ctx.dumps, ctx.pageviews)),
+    Stage("candidates", candidates, config=lambda ctx: (ctx.spec.crawl.model_dump(), ctx.warcs)),
+    Stage("match", match, reads=("vocabulary", "candidates"),
+          config=lambda ctx: (ctx.spec.vocabulary.case_sensitive, ctx.spec.matching.model_dump())),
+    Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump()),
+    Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"),
+          config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency", "guard_host"})),
+    Stage("manifest", manifest, reads=("vocabulary", "candidates", "match", "balance", "download"),
+          owns=("manifest.json", "datacard.md", "tokenizer.json"), config=lambda ctx: ctx.spec.tokenizer_vocab_size),
+]
+STAGES = [s.name for s in STAGE_LIST]
+BY_NAME = {s.name: s for s in STAGE_LIST}
+
+
+class EmptyStageError(RuntimeError):
+    """A stage that had input and produced nothing: the message says why and what to change."""
+
+
+LOSS_WARNING = 0.5  # one reason taking more than half of a stage's input is said out loud
+
+
+def run_stage(ctx: BuildContext, stage: str) -> tuple[Stats, bool]:
+    """Run one stage unless the engine finds it done for the same inputs; (stats, skipped).
+
+    A stage whose input was not empty and whose output is must not let the build go on quietly
+    (a tokenizer trained on nothing, an empty manifest): it raises EmptyStageError naming the
+    main reason. One reason that takes most of the input is logged as a warning."""
+    from tasks.reasons import explain
+
+    stats, skipped = engine.run(ctx, BY_NAME[stage])
+    if stats.dropped and stats.rows_in:
+        reason, n = stats.dropped.most_common(1)[0]
+        if stats.rows_out == 0:
+            raise EmptyStageError(f"{stage}: all {stats.rows_in:,} input rows were dropped, most ({n:,}) as {reason}: "
+                                  f"{explain(reason)}. Nothing was written for the next stages.")
+        if n > LOSS_WARNING * stats.rows_in:
+            ctx.log(f"WARNING {stage}: {n:,} of {stats.rows_in:,} rows ({n / stats.rows_in:.0%}) were dropped as {reason}: {explain(reason)}")
+    return stats, skipped

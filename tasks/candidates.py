@@ -6,7 +6,9 @@ Resiliparse's `detect_fast` identify languages offline (models ship inside the p
 Every `<img>` with a non-empty `alt` (or `title`, `data-image-title`) becomes a candidate;
 relative URLs are resolved against the page URL and its `<base href>`. A filter returns
 `(keep, reason)` and the stats count every drop by reason; broken records are counted and
-skipped, never fatal. Output rows: uid, url, text, page_url, lang, source, record.
+skipped, never fatal (`tasks/reasons.py` explains each reason). Output rows: uid, url, text,
+page_url, lang, source, record. With `crawl.keep_dropped`, dropped pairs are written too
+(`candidates/dropped/<input>.parquet`: src, text, page_url, reason, source, record).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import io
 import json
 import re
 import zlib
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -33,7 +34,8 @@ from resiliparse.parse.html import HTMLTree
 from resiliparse.parse.http import iterate_http_chunks
 from resiliparse.parse.lang import detect_fast
 
-from tasks.specs import CrawlSpec, TableSpec
+from tasks.engine import Stats, atomic, mark_unit
+from tasks.specs import CrawlSpec, SpecError, TableSpec
 from tasks.wikitext import open_source
 
 CANDIDATE_SCHEMA = pa.schema([
@@ -157,7 +159,7 @@ def http_body(rec) -> bytes:
     return body
 
 
-def iter_warc(path: str, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
+def iter_warc(path: str, spec: CrawlSpec, stats: Stats, dropped: list | None = None) -> Iterator[dict]:
     """Candidates from a WARC (HTML responses) or WAT (JSON metadata) file."""
     filt = PairFilter(spec)
     # FastWARC undoes the per-record gzip itself, and stops cleanly at a truncated member.
@@ -169,37 +171,42 @@ def iter_warc(path: str, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
             for n, rec in enumerate(records):
                 page_url = target_uri(rec.headers)
                 if not page_url:
-                    stats["record_invalid"] += 1
+                    stats.drop("record_no_target_uri")
                     continue
                 try:
                     if rec.record_type == WarcRecordType.metadata:
                         if "json" not in (rec.headers.get("Content-Type") or ""):
-                            stats["record_not_wat_json"] += 1
+                            stats.drop("record_not_wat_json")
                             continue
                         pairs = list(_pairs_from_wat(rec.reader.read(), page_url))
                     else:
                         if rec.http_headers is None or rec.http_headers.status_code is None:
-                            stats["record_bad_http"] += 1
+                            stats.drop("record_bad_http")
                             continue
                         ctype = (rec.http_content_type or "").lower()
                         if "html" not in ctype:
-                            stats["record_not_html"] += 1
+                            stats.drop("record_not_html")
                             continue
                         pairs = list(_img_pairs_from_html(http_body(rec), page_url, spec.attributes))
                 except Exception as e:  # noqa: BLE001 - a broken record must not end the file
-                    stats[f"record_error:{type(e).__name__}"] += 1
+                    stats.drop("record_error")
+                    stats.counts[f"record_error_{type(e).__name__}"] += 1
                     continue
-                stats["records_parsed"] += 1
+                stats.counts["records_parsed"] += 1
                 for src, text, base in pairs:
-                    stats["img_tags"] += 1
+                    stats.counts["img_tags"] += 1
+                    stats.rows_in += 1
                     row, reason = filt(src, text, base)
                     if row is None:
-                        stats[f"drop:{reason}"] += 1
+                        stats.drop(reason)
+                        if dropped is not None:
+                            dropped.append({"src": src, "text": text, "page_url": page_url, "reason": reason, "source": path, "record": n})
                         continue
                     row.update(uid=uid_of(row["url"], row["text"]), page_url=page_url, source=path, record=n)
                     yield row
         except Exception as e:  # noqa: BLE001 - a truncated file: keep what was read
-            stats[f"file_truncated:{type(e).__name__}"] += 1
+            stats.drop("file_truncated")
+            stats.counts[f"file_truncated_{type(e).__name__}"] += 1
 
 
 def _pairs_from_wat(payload: bytes, page_url: str) -> Iterator[tuple[str, str, str]]:
@@ -211,29 +218,60 @@ def _pairs_from_wat(payload: bytes, page_url: str) -> Iterator[tuple[str, str, s
             yield link.get("url", ""), link.get("alt") or link.get("title") or "", base
 
 
-def iter_table(t: TableSpec, spec: CrawlSpec, stats: Counter) -> Iterator[dict]:
+def iter_table(t: TableSpec, spec: CrawlSpec, stats: Stats, dropped: list | None = None) -> Iterator[dict]:
     """Candidates from LAION/CC3M-style tables (parquet, CSV, TSV, JSON lines; gz ok)."""
     filt = PairFilter(spec)
     table = read_table(t)
     urls, texts = table[t.url_col].to_pylist(), table[t.caption_col].to_pylist()
     for i, (u, x) in enumerate(zip(urls, texts)):
-        stats["table_rows"] += 1
-        row, reason = filt(str(u) if u is not None else "", str(x) if x is not None else "", "")
+        stats.rows_in += 1
+        src, text = str(u) if u is not None else "", str(x) if x is not None else ""
+        row, reason = filt(src, text, "")
         if row is None:
-            stats[f"drop:{reason}"] += 1
+            stats.drop(reason)
+            if dropped is not None:
+                dropped.append({"src": src, "text": text, "page_url": "", "reason": reason, "source": t.path, "record": i})
             continue
         row.update(uid=uid_of(row["url"], row["text"]), page_url="", source=t.path, record=i)
         yield row
 
 
-def read_table(t: TableSpec) -> pa.Table:
-    fmt = t.format
+def table_columns(t: TableSpec) -> list[str]:
+    """The column names of a table input, read from its schema or header only."""
+    fmt = _table_format(t)
+    if fmt == "parquet":
+        with open_source(t.path) as fh:
+            return pq.read_schema(fh).names
+    with open_source(t.path) as fh:
+        first = fh.readline().decode("utf-8", "replace")
+    if fmt == "jsonl":
+        return list(json.loads(first)) if first.strip() else []
+    cells = first.rstrip("\r\n").split("," if fmt == "csv" else "\t")
+    return [c.strip('"') for c in cells] if t.header else [str(i) for i in range(len(cells))]
+
+
+def check_table_columns(t: TableSpec, where: str) -> None:
+    """A wrong column name fails at validation, naming the spec key and the columns that exist."""
+    cols = table_columns(t)
+    for key in ("url_col", "caption_col"):
+        name = getattr(t, key)
+        if name not in cols:
+            shown = ", ".join(cols[:20]) + (" ..." if len(cols) > 20 else "")
+            raise SpecError(f"{where}.{key}: column {name!r} is not in {t.path} (its columns: {shown})")
+
+
+def _table_format(t: TableSpec) -> str:
+    if t.format != "auto":
+        return t.format
     name = t.path.lower().removesuffix(".gz")
-    if fmt == "auto":
-        fmt = next((f for ext, f in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"),
-                                     (".jsonl", "jsonl"), (".json", "jsonl")) if name.endswith(ext)), None)
-        if fmt is None:
-            raise ValueError(f"{t.path}: cannot tell the table format from the name; set format:")
+    for ext, fmt in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".json", "jsonl")):
+        if name.endswith(ext):
+            return fmt
+    raise SpecError(f"{t.path}: cannot tell the table format from the name; set format: parquet|csv|tsv|jsonl")
+
+
+def read_table(t: TableSpec) -> pa.Table:
+    fmt = _table_format(t)
     with open_source(t.path) as fh:
         data = fh.read()
     if fmt == "parquet":
@@ -251,25 +289,32 @@ def read_table(t: TableSpec) -> pa.Table:
     return tbl
 
 
-def extract_file(kind: str, source: str | TableSpec, spec: CrawlSpec, out_path: Path) -> dict:
-    """One input -> one candidates parquet (deduped within the file). Crash-safe rename."""
-    stats: Counter = Counter()
-    rows = iter_warc(source, spec, stats) if kind == "warc" else iter_table(source, spec, stats)
+def extract_file(kind: str, source: str | TableSpec, spec: CrawlSpec, out_path: Path) -> Stats:
+    """One input -> one candidates parquet (deduped within the file), written atomically, then
+    the unit marker with its stats (so a rerun skips it)."""
+    stats = Stats()
+    dropped: list | None = [] if spec.keep_dropped else None
+    rows = iter_warc(source, spec, stats, dropped) if kind == "warc" else iter_table(source, spec, stats, dropped)
     seen: set[str] = set()
     cols: dict[str, list] = {k: [] for k in CANDIDATE_SCHEMA.names}
     for row in rows:
         if row["uid"] in seen:
-            stats["drop:duplicate"] += 1
+            stats.drop("duplicate")
             continue
         seen.add(row["uid"])
         for k in cols:
             cols[k].append(row[k])
-    stats["candidates"] = len(cols["uid"])
-    tmp = out_path.with_suffix(".tmp")
-    pq.write_table(pa.table(cols, schema=CANDIDATE_SCHEMA), tmp)
-    tmp.rename(out_path)
-    out_path.with_suffix(".stats.json").write_text(json.dumps(dict(stats), sort_keys=True))
-    return dict(stats)
+    stats.rows_out = len(cols["uid"])
+    with atomic(out_path) as tmp:
+        pq.write_table(pa.table(cols, schema=CANDIDATE_SCHEMA), tmp)
+    if dropped is not None:
+        with atomic(out_path.parent / "dropped" / out_path.name) as tmp:
+            pq.write_table(pa.Table.from_pylist(dropped, schema=DROPPED_SCHEMA), tmp)
+    return mark_unit(out_path.parent, out_path.stem, stats)
+
+
+DROPPED_SCHEMA = pa.schema([("src", pa.string()), ("text", pa.string()), ("page_url", pa.string()), ("reason", pa.string()),
+                            ("source", pa.string()), ("record", pa.int64())])
 
 
 def warc_list(spec: CrawlSpec) -> list[str]:

@@ -30,21 +30,30 @@ def _head_share(counts: np.ndarray, t: int) -> float:
     return float(counts[counts >= t].sum() / total) if total else 0.0
 
 
-def balance_report(build: Path, balance_dir: Path, t: int) -> dict:
+def count_bands(counts: np.ndarray, t: int) -> dict[str, int]:
+    """Entries by match count in bands that do not overlap and sum to all entries:
+    0, 1-9, 10-99, 100-(t-1), >= t, with the edges at 10 and 100 dropped when t is below them."""
+    edges = sorted({1, *(e for e in (10, 100) if e < t), t})
+    bands = {"0": int((counts == 0).sum())}
+    for lo, hi in zip(edges, edges[1:]):
+        bands[f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}"] = int(((counts >= lo) & (counts < hi)).sum())
+    bands[f">={t}"] = int((counts >= t).sum())
+    return bands
+
+
+def balance_report(counts_path: Path, balance_dir: Path, t: int) -> dict:
     """Entries by count band, the head's share before/after, top entries, and the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    before_t = pq.read_table(build / "match" / "entry_counts.parquet")
+    before_t = pq.read_table(counts_path)
     after_t = pq.read_table(balance_dir / "entry_counts_after.parquet")
     before = before_t["count"].to_numpy()
     after = after_t["count_after"].to_numpy()
     queries = before_t["query"].to_pylist()
-    bands = {"0": int((before == 0).sum()), "1-9": int(((before >= 1) & (before < 10)).sum()),
-             "10-99": int(((before >= 10) & (before < 100)).sum()), f"100-{t - 1}": int(((before >= 100) & (before < t)).sum()),
-             f">={t}": int((before >= t).sum())}
+    bands = count_bands(before, t)
     order = np.argsort(-before, kind="stable")
     top = [(queries[i], int(before[i]), int(after[i])) for i in order[:15] if before[i] > 0]
     fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -69,20 +78,21 @@ def balance_report(build: Path, balance_dir: Path, t: int) -> dict:
 
 
 def write_manifest(ctx, shards: list[Path]) -> dict:
+    from tasks.engine import stage_stats
     from tasks.specs import spec_hash
 
     entries = []
     for s in shards:
         meta = pq.read_metadata(s)
         entries.append({"path": f"shards/{s.name}", "rows": meta.num_rows, "sha256": sha256_file(s), "bytes": s.stat().st_size})
-    stage = lambda name: json.loads((ctx.out / name / "_DONE.json").read_text())["stats"]  # noqa: E731
-    dl = stage("download")
+    dl = stage_stats(ctx.out, "download")
     m = {
         "schema_version": MANIFEST_VERSION, "name": ctx.spec.name, "spec_hash": spec_hash(ctx.spec),
         "spec": ctx.spec.model_dump(mode="json"), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "shards": entries, "tokenizer": "tokenizer.json",
         "totals": {"rows": sum(e["rows"] for e in entries), "bytes": sum(e["bytes"] for e in entries),
-                   "by_status": dl["by_status"], "refused_before_fetch": dl["refused_by_reason"]},
+                   "by_status": {"ok": dl.rows_out, **dl.info["fetch_failures"]}, "refused_before_fetch": dl.info["refused_before_fetch"],
+                   "refused_at_connection": dl.info["refused_at_connection"]},
         "image_column": ctx.spec.download.encode_format, "image_size": ctx.spec.download.image_size,
     }
     tmp = ctx.out / "manifest.json.tmp"
@@ -92,15 +102,25 @@ def write_manifest(ctx, shards: list[Path]) -> dict:
 
 
 def _table(d: dict, head=("reason", "count")) -> str:
-    rows = "\n".join(f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in sorted(d.items(), key=lambda kv: str(kv[0])))
+    rows = "\n".join(f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in d.items())
     return f"| {head[0]} | {head[1]} |\n|---|---|\n{rows}\n"
 
 
+def _reasons_table(stages: dict) -> str:
+    from tasks.reasons import explain
+
+    rows = [f"| {name} | {reason} | {n:,} | {explain(reason)} |" for name, st in stages.items()
+            for reason, n in sorted(st.dropped.items(), key=lambda kv: -kv[1]) if n]
+    return "| stage | reason | count | what it means |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
 def write_datacard(ctx, manifest: dict) -> Path:
-    stage = lambda name: json.loads((ctx.out / name / "_DONE.json").read_text())["stats"]  # noqa: E731
-    voc, cand, mat, bal, dl = (stage(s) for s in ("vocabulary", "candidates", "match", "balance", "download"))
-    drops = {k.removeprefix("drop:"): v for k, v in {**cand, **mat}.items() if k.startswith("drop:") or k.startswith("record_")}
+    from tasks.engine import stage_stats
+
+    stages = {name: stage_stats(ctx.out, name) for name in ("vocabulary", "candidates", "match", "balance", "download")}
+    voc, bal, dl = stages["vocabulary"], stages["balance"].info, stages["download"]
     top = "\n".join(f"| {q} | {b:,} | {a:,} |" for q, b, a in bal["top_entries"])
+    flow = "\n".join(f"| {name} | {st.rows_in:,} | {st.rows_out:,} | {sum(st.dropped.values()):,} |" for name, st in stages.items())
     text = f"""# Data card: {ctx.spec.name}
 
 {ctx.spec.description}
@@ -108,23 +128,23 @@ def write_datacard(ctx, manifest: dict) -> Path:
 Spec hash `{manifest['spec_hash']}`, built {manifest['created']}.
 
 ## Counts per stage
-| stage | count |
-|---|---|
-| vocabulary entries | {voc['entries']:,} |
-| candidate pairs (after per-file dedup) | {cand.get('candidates', 0):,} |
-| matched pairs (>= 1 entry) | {mat.get('matched', 0):,} |
-| balanced pairs (t = {bal['t']:,}) | {bal['kept']:,} (expected {bal['expected_kept']:,}) |
-| URLs refused before fetching | {sum(dl['refused_by_reason'].values()):,} |
-| images downloaded | {dl['success']:,} of {dl['to_fetch']:,} |
-| training rows in shards | {manifest['totals']['rows']:,} in {len(manifest['shards'])} shards, {manifest['totals']['bytes'] / 1e6:.1f} MB |
+| stage | in | out | dropped |
+|---|---|---|---|
+{flow}
 
+vocabulary: pages read -> entries; candidates: `<img>` tags and table rows -> pairs (deduplicated per input);
+match: candidate pairs -> pairs matching >= 1 entry; balance: matched pool -> kept at t = {bal['t']:,}
+(expected {bal['expected_kept']:,}); download: balanced pairs plus the unbalanced baseline's -> images in
+shards ({manifest['totals']['rows']:,} rows in {len(manifest['shards'])} shards, {manifest['totals']['bytes'] / 1e6:.1f} MB).
+
+## Why records were dropped
+{_reasons_table(stages)}
 ## Vocabulary by source
-{_table(voc['by_source'], ('source', 'entries'))}
-## Drop reasons (extraction and matching)
-{_table(drops)}
+{_table(voc.info['by_source'], ('source', 'entries'))}
 ## Balancing
 Head entries (>= t matches): {bal['head_entries']:,}; share of all matches held by the head:
-{bal['head_share_before']:.1%} before, {bal['head_share_after']:.1%} after.
+{bal['head_share_before']:.1%} before, {bal['head_share_after']:.1%} after. The unbalanced baseline
+(`data.subset: unbalanced`) is a uniform sample of {bal['unbalanced_baseline']:,} pairs of the whole matched pool.
 
 {_table(bal['entries_by_count_band'], ('matches per entry', 'entries'))}
 | top entry | matches before | after |
@@ -134,9 +154,13 @@ Head entries (>= t matches): {bal['head_entries']:,}; share of all matches held 
 ![cumulative match count](balance/balance.png)
 
 ## Download
-{_table(dl['by_status'], ('status', 'images'))}
-Refused before fetching:
-{_table(dl['refused_by_reason']) if dl['refused_by_reason'] else 'none'}
+{dl.info['to_fetch']:,} URLs fetched through the guard; {dl.info['dns_lookups']:,} host lookups
+(at most {dl.info['dns_max_in_flight']:,} in flight). Refused before fetching:
+{_table(dl.info['refused_before_fetch']) if dl.info['refused_before_fetch'] else 'none'}
+Refused at connection time (redirect hops): {dl.info['refused_at_connection'] or 'none'}
+
+Fetch results:
+{_table(manifest['totals']['by_status'], ('status', 'images'))}
 """
     path = ctx.out / "datacard.md"
     path.write_text(text)

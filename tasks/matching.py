@@ -21,6 +21,7 @@ import ahocorasick
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.engine import Stats, atomic, mark_unit
 from tasks.text_rules import spaced
 
 
@@ -52,8 +53,8 @@ def match_texts(auto: ahocorasick.Automaton, texts: list[str], case_sensitive: b
     return [match_text(auto, t, case_sensitive) for t in texts]
 
 
-def match_shard(auto: ahocorasick.Automaton | bytes, in_path: Path, out_path: Path, case_sensitive: bool = True) -> dict:
-    """Candidates parquet -> matched rows (+ entry_ids). Crash-safe; stats written last."""
+def match_shard(auto: ahocorasick.Automaton | bytes, in_path: Path, out_path: Path, case_sensitive: bool = True) -> Stats:
+    """Candidates parquet -> matched rows (+ entry_ids) and per-entry counts; atomic, then marked done."""
     if isinstance(auto, bytes):
         auto = pickle.loads(auto)
     table = pq.read_table(in_path)
@@ -61,15 +62,15 @@ def match_shard(auto: ahocorasick.Automaton | bytes, in_path: Path, out_path: Pa
     keep = [i for i, e in enumerate(ids) if e]
     matched = table.take(pa.array(keep, pa.int64())).append_column(
         "entry_ids", pa.array([ids[i] for i in keep], pa.list_(pa.int64())))
-    tmp = out_path.with_suffix(".tmp")
-    pq.write_table(matched, tmp)
-    tmp.rename(out_path)
+    with atomic(out_path) as tmp:
+        pq.write_table(matched, tmp)
     counts = Counter(e for i in keep for e in ids[i])
-    stats = {"candidates": table.num_rows, "matched": len(keep), "drop:no_match": table.num_rows - len(keep),
-             "matches": sum(len(ids[i]) for i in keep)}
-    out_path.with_suffix(".counts.json").write_text(json.dumps(counts))
-    out_path.with_suffix(".stats.json").write_text(json.dumps(stats))
-    return stats
+    with atomic(out_path.with_suffix(".counts.json")) as tmp:
+        tmp.write_text(json.dumps(counts))
+    stats = Stats(rows_in=table.num_rows, rows_out=len(keep))
+    stats.drop("no_match", table.num_rows - len(keep))
+    stats.counts["matches"] = sum(len(ids[i]) for i in keep)
+    return mark_unit(out_path.parent, out_path.stem, stats)
 
 
 def entry_counts(match_dir: Path, queries_path: Path, out_path: Path) -> pa.Table:

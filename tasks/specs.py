@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,13 @@ class WorldSpec(Strict):
     size: Literal["default", "tiny"] = "default"
     seed: int = 0
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int | None = None  # None: $OPENWIT_WORLD_PORT, else 8765 (the port `openwit up` serves it on)
+
+    @model_validator(mode="after")
+    def _port(self) -> WorldSpec:
+        if self.port is None:
+            self.port = int(os.environ.get("OPENWIT_WORLD_PORT") or 8765)
+        return self
 
 
 class WikiApiSpec(Strict):
@@ -108,6 +115,7 @@ class CrawlSpec(Strict):
     max_text_chars: int = 1000
     attributes: list[str] = ["alt", "title", "data-image-title"]
     workers: int = 2
+    keep_dropped: bool = False  # also write the dropped pairs (candidates/dropped/) for inspection
 
 
 class MatchingSpec(Strict):
@@ -133,6 +141,11 @@ class DownloadSpec(Strict):
     distributor: Literal["multiprocessing", "ray"] = "multiprocessing"
     number_sample_per_shard: int = 10_000
     allow_networks: list[str] = []  # e.g. ["127.0.0.1/32"]; private/loopback/link-local refused otherwise
+    # the guard (tasks/download/guard.py): hosts resolved concurrently with a timeout, then every
+    # fetch (every redirect hop) goes through a proxy that checks the address it connects to
+    dns_timeout: float = 5.0
+    dns_concurrency: int = 1000
+    guard_host: str = "127.0.0.1"  # where the guard proxy listens; on a multi-node Ray cluster, an address every node reaches
     max_pixels: int = 89_478_485  # decoded-pixel cap (PIL's default bomb limit)
     webdataset: bool = False  # also export WebDataset tars for open_clip
 

@@ -6,8 +6,9 @@ Output under `<build>/vocabulary/`:
   queries.parquet  entry_id, query, sources, unigram_count, bigram_count, pmi, npmi, title_views
                    (sorted by query; entry_id is the row number)
   stats.json       counts per source and the skip reasons of every input
-  parts/<name>/    per-dump-part counts; `_SUCCESS` marks a finished part, so a rerun after a
-                   crash redoes only unfinished parts
+  parts/<name>/    per-dump-part counts, renamed into place when complete and then marked
+                   (`parts/_units/<name>.json`, tasks/engine.py), so a rerun after a crash redoes
+                   only unfinished parts
 
 Bigram selection: raw PMI = log2(c(xy) N / (c(x) c(y))) over-ranks rare pairs (a pair seen once
 whose words are seen once has the maximum PMI). We keep bigrams with c(xy) >= min_bigram_count
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.counting import SpillCounter, merge_partition
+from tasks.engine import Stats, mark_unit, unit_stats
 from tasks.pageviews import title_views
 from tasks.parallel import run_parallel
 from tasks.specs import VocabularySpec
@@ -56,7 +58,8 @@ def _part_name(i: int, source: str) -> str:
 
 def count_texts(texts: Iterable[tuple[str, str]], folder: Path, partitions: int, spill_items: int,
                 case_sensitive: bool, stats: dict) -> PartResult:
-    """Count one part's texts into `folder`, crash-safe: `_SUCCESS` is written last."""
+    """Count one part's texts into `folder`, crash-safe: the folder is renamed into place when
+    complete, then the part is marked done."""
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -71,11 +74,10 @@ def count_texts(texts: Iterable[tuple[str, str]], folder: Path, partitions: int,
     counter.spill()
     stats["tokens"] = counter.total_tokens
     pq.write_table(pa.table({"title": titles}), tmp / "titles.parquet")
-    (tmp / "stats.json").write_text(json.dumps(stats, sort_keys=True))
-    (tmp / "_SUCCESS").write_text("")
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+    mark_unit(folder.parent, folder.name, Stats(info=stats))
     return PartResult(folder.name, folder, stats)
 
 
@@ -116,20 +118,21 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
     jobs, done = [], []
     for i, src in enumerate(dumps):
         folder = parts_dir / _part_name(i, src)
-        if (folder / "_SUCCESS").exists():
-            done.append(PartResult(folder.name, folder, json.loads((folder / "stats.json").read_text())))
+        if (cached := unit_stats(parts_dir, folder.name)) is not None:
+            done.append(PartResult(folder.name, folder, cached.info))
         else:
             jobs.append((src, str(folder), wp.partitions, wp.spill_items, spec.case_sensitive))
     progress(f"vocabulary: {len(done)} dump parts cached, {len(jobs)} to count")
     results = done + run_parallel(count_dump_part, jobs, wp.workers, ray_address, "vocabulary: dump parts")
     if wp.api is not None:
         folder = parts_dir / "api"
-        if not (folder / "_SUCCESS").exists():
+        if (cached := unit_stats(parts_dir, "api")) is None:
             from tasks.wiki_api import fetch_articles
 
             st: dict = {"source": "wikipedia-api"}
-            count_texts(fetch_articles(wp.api, st), folder, wp.partitions, wp.spill_items, spec.case_sensitive, st)
-        results.append(PartResult("api", folder, json.loads((folder / "stats.json").read_text())))
+            cached = Stats(info=count_texts(fetch_articles(wp.api, st), folder, wp.partitions, wp.spill_items,
+                                            spec.case_sensitive, st).stats)
+        results.append(PartResult("api", folder, cached.info))
     part_folders = [r.folder for r in results]
     total_tokens = sum(r.stats.get("tokens", 0) for r in results)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from flows.env import apply_quiet_env  # noqa: E402
+
+apply_quiet_env()
 
 
 def shared(rel: str) -> Path:

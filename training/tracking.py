@@ -40,25 +40,36 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 def start_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict, manifest: dict | None,
               artifact_root: Path | None = None, resume_run_id: str | None = None) -> str:
-    """Create (or reopen) the run; returns its id."""
+    """Create (or reopen) the run and leave it RUNNING; returns its id. `end_run` closes it with
+    the true status (FINISHED, FAILED, KILLED), so a crashed run never reads as finished."""
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri() if artifact_root and uri.startswith("sqlite") else None)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else run_name) as run:
-        if not resume_run_id:
-            flat = flatten(params)
-            for i in range(0, len(flat), 100):
-                mlflow.log_params(dict(list(flat.items())[i:i + 100]))
-            mlflow.set_tags(tags)
-            if manifest is not None:
-                import pandas as pd
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        experiment, artifact_location=artifact_root.as_uri() if artifact_root and uri.startswith("sqlite") else None)
+    if resume_run_id:
+        client.update_run(resume_run_id, status="RUNNING")
+        return resume_run_id
+    run_id = client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+    flat = flatten(params)
+    items = list(flat.items())
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in items[i:i + 100]])
+    if manifest is not None:
+        import pandas as pd
 
-                shards = pd.DataFrame(manifest["shards"])
-                ds = mlflow.data.from_pandas(shards, source=manifest.get("source", manifest["name"]), name=manifest["name"],
-                                             digest=manifest["spec_hash"])
-                mlflow.log_input(ds, context="training")
-        return run.info.run_id
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            shards = pd.DataFrame(manifest["shards"])
+            ds = mlflow.data.from_pandas(shards, source=manifest.get("source", manifest["name"]), name=manifest["name"],
+                                         digest=manifest["spec_hash"])
+            mlflow.log_input(ds, context="training")
+        client.update_run(run_id, status="RUNNING")  # leaving the `with` marked it FINISHED
+    return run_id
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    """FINISHED, FAILED or KILLED."""
+    MlflowClient(uri).set_terminated(run_id, status=status)
 
 
 class WorkerTracker:

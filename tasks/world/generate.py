@@ -35,7 +35,7 @@ SIZES_PRESET = {
     "default": dict(images=30_000, paragraphs=40, warcs=4, per_page=40, eval_per_class=60, px=64),
     "tiny": dict(images=400, paragraphs=12, warcs=2, per_page=25, eval_per_class=6, px=64),
 }
-WORLD_VERSION = 1
+WORLD_VERSION = 3  # 2: redirect specials, 3: an empty body
 
 
 def world_dir(spec: WorldSpec, root: Path | None = None) -> Path:
@@ -78,7 +78,7 @@ def generate(spec: WorldSpec, out: Path) -> dict:
     wiki.write_pageviews(out / "pageviews", rng)
     www = out / "www"
     imgs = web.render_images(www, rng, preset["images"], preset["px"])
-    specials, serve = web.special_images(www, rng)
+    specials, serve = web.special_images(www, rng, spec.port)
     pages = web.build_pages(rng, base, spec.port, imgs, specials, preset["per_page"])
     for url, doc in pages:
         p = www / url.removeprefix(base + "/")

@@ -40,6 +40,13 @@ class WorldHandler(SimpleHTTPRequestHandler):
         delay = getattr(self.server, "delay_s", 0.0)
         if delay and not self.path.endswith((".html", ".json")):
             time.sleep(delay)
+        target = self.serve.get(self.path.lstrip("/").split("?")[0], {}).get("redirect")
+        if target:  # a hop the download guard must check again
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         super().do_GET()
 
     def log_message(self, fmt, *args):  # quiet: img2dataset makes thousands of requests
@@ -61,6 +68,22 @@ def serve_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0) -> tuple
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     return srv, t
+
+
+def serves(root: Path, host: str, port: int) -> str:
+    """"free", "ours" (a server on host:port serves this `root`), or "other" (anything else holds the port)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        if s.connect_ex((host, port)) != 0:
+            return "free"
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"http://{host}:{port}/_serve.json", timeout=5) as r:
+            return "ours" if r.read() == (root / "_serve.json").read_bytes() else "other"
+    except Exception:  # noqa: BLE001 - whatever answers there, it is not our world
+        return "other"
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def render_images(www: Path, rng: random.Random, n: int, px: int) -> list[Img]:
     return imgs
 
 
-def special_images(www: Path, rng: random.Random) -> tuple[list[Img], dict[str, dict]]:
+def special_images(www: Path, rng: random.Random, port: int) -> tuple[list[Img], dict[str, dict]]:
     """Images that must never reach a shard, and the server behaviour for each path."""
     serve: dict[str, dict] = {}
     cap = "a photo of the purple crescent on a beige background"  # tail concepts; langid reads it as en
@@ -76,8 +76,14 @@ def special_images(www: Path, rng: random.Random) -> tuple[list[Img], dict[str, 
         (www / noai).write_bytes(encode(render("crescent", "purple", "large", "beige", rng), "png"))
         serve[noai] = {"headers": {"X-Robots-Tag": "noai"}}
         out.append(Img(noai, cap))
+    (www / "img/empty.jpg").write_bytes(b"")  # a 200 with no body
+    out.append(Img("img/empty.jpg", cap))
     (www / "img/bomb.png").write_bytes(png_bomb())
     out.append(Img("img/bomb.png", cap))
+    # redirects to addresses the guard refuses: the hop must be stopped before any request
+    for k, target in enumerate(("http://127.0.0.2:{port}/img/000000.jpg", "http://169.254.169.254/latest/meta-data/x.jpg")):
+        serve[f"img/redirect-{k}.jpg"] = {"redirect": target.format(port=port)}
+        out.append(Img(f"img/redirect-{k}.jpg", cap))
     return out, serve
 
 

@@ -47,9 +47,14 @@ def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):
     uids = [u for s in m["shards"] for u in pq.read_table(tiny_build / s["path"])["uid"].to_pylist()]
     assert len(uids) == len(set(uids)) == total == m["totals"]["rows"]
     by = m["totals"]["by_status"]
-    for reason in ("decompression_bomb", "corrupt_image", "not_an_image", "http_404", "opt_out_x_robots_tag"):
+    for reason in ("decompression_bomb", "corrupt_image", "not_an_image", "http_404", "opt_out_x_robots_tag", "empty_body"):
         assert by.get(reason, 0) >= 1, reason
+    from tasks.reasons import REASONS
+
+    assert set(by) <= set(REASONS) | {"ok"}  # one closed set, each with its explanation in the data card
     assert set(m["totals"]["refused_before_fetch"]) == {"loopback_address", "private_address", "link_local_address"}
+    # redirects to 127.0.0.2 and 169.254.169.254 were stopped by the guard proxy at the hop
+    assert by.get("refused_redirect") == 2 and m["totals"]["refused_at_connection"] == {"loopback_address": 1, "link_local_address": 1}
     card = (tiny_build / "datacard.md").read_text()
     assert "decompression_bomb" in card and "balance/balance.png" in card and (tiny_build / "balance/balance.png").exists()
     assert (tiny_build / "tokenizer.json").exists()
@@ -68,7 +73,7 @@ def test_rerun_skips_every_complete_stage(tiny_build, tiny_world, monkeypatch):
     for stage in build_stages.STAGES:
         stats, skipped = build_stages.run_stage(ctx, stage)
         assert skipped, stage
-        assert stats == json.loads((tiny_build / stage / "_DONE.json").read_text())["stats"]
+        assert stats.to_dict() == json.loads((tiny_build / stage / "_stage.json").read_text())["stats"]
     assert (tiny_build / "manifest.json").read_bytes() == before
 
 

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tasks import engine
+
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -54,7 +56,7 @@ def test_sigkill_mid_download_then_rerun_gives_each_pair_once(tiny_world, tmp_pa
     to_fetch = pq.read_table(out / "download" / "input" / "urls.parquet", columns=["uid"])["uid"].to_pylist()
     done_shards = list((out / "download" / "raw").glob("*_stats.json"))
     assert 1 <= len(done_shards) < -(-len(to_fetch) // 40), "the kill did not land in the middle of the download"
-    assert not (out / "download" / "_DONE.json").exists() and not (out / "manifest.json").exists()
+    assert engine.read_marker(out / "download")["state"] == "started" and not (out / "manifest.json").exists()
 
     p = _build(spec_file, out, env)
     log = p.communicate(timeout=600)[0]

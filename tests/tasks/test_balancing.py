@@ -49,3 +49,17 @@ def test_same_result_whatever_the_sharding(tmp_path):
         balance_shards(files, tmp_path / "counts.parquet", tmp_path / f"b{shards}", t=200, seed=7)
         results.append(sorted(u for f in sorted((tmp_path / f"b{shards}").glob("0*.parquet")) for u in pq.read_table(f)["uid"].to_pylist()))
     assert results[0] == results[1] and 0 < len(results[0]) < 3000
+
+
+def test_data_card_bands_do_not_overlap_and_sum_to_all_entries():
+    import numpy as np
+
+    from tasks.datacard import count_bands
+
+    counts = np.array([0, 0, 1, 5, 9, 10, 19, 20, 50, 99, 100, 499, 500, 20000])
+    for t, want in ((20, {"0": 2, "1-9": 3, "10-19": 2, ">=20": 7}),
+                    (500, {"0": 2, "1-9": 3, "10-99": 5, "100-499": 2, ">=500": 2}),
+                    (10, {"0": 2, "1-9": 3, ">=10": 9})):
+        bands = count_bands(counts, t)
+        assert bands == want, t
+        assert sum(bands.values()) == len(counts)

@@ -1,10 +1,10 @@
 import re
-from collections import Counter
 from urllib.parse import urljoin
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from tasks.candidates import PairFilter, extract_file, iter_table, iter_warc
+from tasks.engine import Stats
 from tasks.specs import CrawlSpec, TableSpec
 
 from tests.conftest import shared
@@ -13,7 +13,7 @@ from tests.conftest import shared
 def test_real_commoncrawl_warc_alt_pairs_have_absolute_urls(tmp_path):
     path = shared("warc/cc-main-2020-34-excerpt.warc.gz")
     spec = CrawlSpec(warc=["x"], languages=["any"], attributes=["alt"], min_text_chars=1)
-    got = {(r["url"], r["text"]) for r in iter_warc(str(path), spec, Counter())}
+    got = {(r["url"], r["text"]) for r in iter_warc(str(path), spec, Stats())}
     # independent expectation: a regex over the same HTML responses
     want = set()
     with open(path, "rb") as fh:
@@ -48,25 +48,25 @@ def test_filter_reasons():
 
 def test_sample_world_warcs_count_every_drop(tiny_world, tmp_path):
     world, port, _ = tiny_world
-    totals = Counter()
+    totals = Stats()
     for i, w in enumerate(sorted((world / "warc").glob("*.warc.gz"))):
-        totals.update(extract_file("warc", str(w), CrawlSpec(warc=["x"]), tmp_path / f"{i}.parquet"))
-    for reason in ("drop:data_uri", "drop:svg", "drop:javascript_uri", "drop:empty_text", "drop:not_http", "drop:language", "record_bad_http"):
-        assert totals[reason] >= 1, reason
-    assert totals["candidates"] > 300
-    assert totals["record_invalid"] + sum(v for k, v in totals.items() if k.startswith("file_truncated")) >= 1  # truncated tail
+        totals.add(extract_file("warc", str(w), CrawlSpec(warc=["x"]), tmp_path / f"{i}.parquet"))
+    for reason in ("data_uri", "svg", "javascript_uri", "empty_text", "not_http", "language", "record_bad_http"):
+        assert totals.dropped[reason] >= 1, reason
+    assert totals.rows_out > 300
+    assert totals.dropped["record_no_target_uri"] + totals.dropped["file_truncated"] >= 1  # truncated tail
 
 
 def test_laion_table(tmp_path):
     path = shared("tables/laion400m-meta-10000.parquet")
-    stats = Counter()
+    stats = Stats()
     rows = list(iter_table(TableSpec(path=str(path), url_col="URL", caption_col="TEXT"), CrawlSpec(warc=["x"]), stats))
-    assert stats["table_rows"] == 10000 and len(rows) > 5000
+    assert stats.rows_in == 10000 and len(rows) > 5000
     assert all(r["lang"] == "en" for r in rows)
 
 
 def test_cc3m_headerless_tsv(tmp_path):
     p = tmp_path / "cc3m.tsv"
     p.write_text("a photo of a red circle\thttp://example.com/a.jpg\nthe blue square icon\thttp://example.com/b.jpg\n")
-    rows = list(iter_table(TableSpec(path=str(p), header=False, url_col="1", caption_col="0"), CrawlSpec(warc=["x"]), Counter()))
+    rows = list(iter_table(TableSpec(path=str(p), header=False, url_col="1", caption_col="0"), CrawlSpec(warc=["x"]), Stats()))
     assert [r["url"] for r in rows] == ["http://example.com/a.jpg", "http://example.com/b.jpg"]

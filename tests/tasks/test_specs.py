@@ -56,3 +56,46 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
 def test_pretrain_takes_exactly_one_of_model_and_init_from(extra):
     with pytest.raises(SpecError, match="exactly one of `model` .* and `init_from`"):
         load_spec({"kind": "pretrain", "name": "x", "output_dir": "o", "data": {"build": "b"}, **extra})
+
+
+def test_the_world_port_comes_from_the_environment(monkeypatch):
+    from tasks.specs import load_spec
+
+    monkeypatch.setenv("OPENWIT_WORLD_PORT", "18999")
+    assert load_spec("data_specs/sample.yaml").world.port == 18999
+    assert load_spec("data_specs/eval/sample-shape.yaml").source.world.port == 18999
+    monkeypatch.delenv("OPENWIT_WORLD_PORT")
+    assert load_spec("data_specs/sample.yaml").world.port == 8765
+
+
+def test_a_build_never_fetches_from_another_server_on_the_world_port(tiny_world, tmp_path):
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import pytest
+
+    from tasks.build_stages import BuildContext
+    from tasks.specs import BuildSpec, SpecError
+    from tests.conftest import free_port
+
+    world, _port, wspec = tiny_world
+    other = ThreadingHTTPServer(("127.0.0.1", free_port()), SimpleHTTPRequestHandler)  # serves the cwd, not the world
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        spec = BuildSpec(name="x", output_dir=str(tmp_path), crawl={"warc": ["x"]},
+                         world={"size": "tiny", "port": other.server_address[1]})
+        ctx = BuildContext(spec, tmp_path, world=world, log=lambda *_: None)
+        with pytest.raises(SpecError, match="not this build's sample world; stop it or set OPENWIT_WORLD_PORT"):
+            with ctx.serving_world():
+                pass
+        free = BuildContext(spec.model_copy(update={"world": spec.world.model_copy(update={"port": free_port()})}), tmp_path,
+                            world=world, log=lambda *_: None)
+        with free.serving_world():  # nothing there: the build serves its world itself
+            import urllib.request
+
+            url = f"http://127.0.0.1:{free.spec.world.port}/_serve.json"
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as r:
+                assert r.read() == (world / "www" / "_serve.json").read_bytes()
+    finally:
+        other.shutdown()
+        other.server_close()

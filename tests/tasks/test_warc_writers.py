@@ -138,4 +138,4 @@ def test_three_writers_yield_the_independent_count(tmp_path):
             t = pq.read_table(f)
             got |= set(zip(t["url"].to_pylist(), t["text"].to_pylist()))
         assert got == want, (name, sorted(want - got)[:3], sorted(got - want)[:3])
-        assert stats["records_parsed"] == len(docs), name
+        assert stats.counts["records_parsed"] == len(docs), name

@@ -1,0 +1,257 @@
+"""Stage 3 of build-wit: download images with img2dataset into parquet training shards.
+
+    download/input/urls.parquet    what img2dataset is asked to fetch (rows that passed the guard)
+    download/refused.parquet       rows refused before fetching, with the reason
+    download/raw/NNNNN.parquet     img2dataset's output: every row, with status and error_message,
+    download/raw/NNNNN_stats.json  ... and its per-shard stats (incremental mode skips these shards)
+    download/raw/NNNNN.reasons.parquet  uid, url, reason (tasks/reasons.py), img2dataset's message
+    shards/NNNNN.parquet           training shards: successful rows only, + uid, entry_ids, ...
+
+Which rows: the balanced pairs, plus the unbalanced baseline (a uniform sample of the whole
+matched pool of the same size, drawn by the balance stage) read from the match stage's shards;
+`in_balanced` / `in_unbalanced` say which set each row belongs to.
+
+Safety (tasks/download/guard.py): hosts are resolved concurrently (c-ares, cached, with a
+timeout) and rows whose host is refused or does not resolve are dropped with their reason; then
+img2dataset fetches through the guard proxy, which checks every hop again where the connection
+is made.
+
+Crash safety: img2dataset writes `NNNNN_stats.json` only when a shard is complete, and its
+incremental mode redoes shards without one. A training shard is derived only from a complete
+raw shard, written to a temporary name and renamed, so a rerun after a crash (even SIGKILL)
+ends with every pair exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home on import
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from tasks.download.guard import REFUSED_PHRASE, GuardProxy, check_host
+from tasks.engine import Stats, atomic
+from tasks.specs import DownloadSpec
+
+EXTRA_COLUMNS = ["uid", "entry_ids_json", "page_url", "lang", "in_balanced", "in_unbalanced"]
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+_HTTP_NAMED = {403, 404, 410, 429}
+
+
+def error_reason(msg: str | None) -> str:
+    """img2dataset's error_message -> a reason of tasks/reasons.py (closed set; `other` keeps the text)."""
+    if not msg:
+        return "ok"
+    m = msg.lower()
+    if REFUSED_PHRASE in m:
+        return "refused_redirect"  # the row's own host passed the pre-pass: a later hop was refused
+    if "x-robots-tag" in m:
+        return "opt_out_x_robots_tag"
+    if "cv_io_max_image_pixels" in m or "image area too large" in m or "decompressionbomb" in m:
+        return "decompression_bomb"
+    if "!buf.empty()" in m:  # OpenCV's assertion on an empty buffer
+        return "empty_body"
+    if "image decoding error" in m or m.startswith("opencv("):
+        return "decode_error"  # told apart by sniff_decode_failure
+    if m.startswith("http error"):
+        try:
+            code = int(m.split()[2].rstrip(":"))
+        except (IndexError, ValueError):
+            return "other"
+        if "redirect" in m and code in (301, 302, 303, 307, 308):
+            return "too_many_redirects"
+        return f"http_{code}" if code in _HTTP_NAMED else ("http_5xx" if code >= 500 else "http_4xx")
+    if "timed out" in m or "timeout" in m:
+        return "timeout"
+    if "ssl" in m or "certificate" in m:
+        return "ssl_error"
+    if "name or service not known" in m or "nodename nor servname" in m or "temporary failure in name resolution" in m:
+        return "dns_failure"
+    if "urlopen error" in m or "connection" in m or "remote end closed" in m:
+        return "connection_error"
+    return "other"
+
+
+def sniff_decode_failure(url: str, proxy_url: str | None, timeout: float = 5.0) -> str:
+    """Tell an empty body, a corrupt image and a body that is no image apart, from its first bytes.
+
+    img2dataset reports all three as "Image decoding error"; this re-reads at most 64 KiB of the
+    few URLs that failed that way, through the same guard proxy."""
+    import urllib.request
+
+    handlers = [urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url} if proxy_url else {})]
+    try:
+        req = urllib.request.Request(url, headers={"Range": "bytes=0-65535", "User-Agent": "openwit-diagnose"})
+        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as r:
+            head = r.read(65536)
+    except Exception:  # noqa: BLE001 - diagnosis is best effort
+        return "corrupt_image"
+    if not head:
+        return "empty_body"
+    return "corrupt_image" if head.startswith(IMAGE_MAGIC) else "not_an_image"
+
+
+def _rows(table: pa.Table, in_balanced: bool, in_unbalanced) -> list[dict]:
+    out = []
+    for r in table.select(["uid", "url", "text", "page_url", "lang", "entry_ids"]).to_pylist():
+        r["entry_ids_json"] = json.dumps(r.pop("entry_ids"))
+        r.update(in_balanced=in_balanced, in_unbalanced=in_unbalanced(r["uid"]))
+        out.append(r)
+    return out
+
+
+def select_rows(balanced_files: list[Path], unbalanced_uids: Path, match_files: list[Path]) -> dict[str, dict]:
+    """uid -> row for every pair to fetch: the balanced pairs and the unbalanced baseline's."""
+    want = set(pq.read_table(unbalanced_uids)["uid"].to_pylist()) if unbalanced_uids.exists() else set()
+    rows: dict[str, dict] = {}
+    for f in balanced_files:
+        for r in _rows(pq.read_table(f), True, want.__contains__):
+            rows[r["uid"]] = r
+    missing = pa.array(sorted(want - rows.keys()), pa.string())
+    if len(missing):  # baseline pairs that balancing dropped live in the matched shards
+        for f in match_files:
+            t = pq.read_table(f)
+            for r in _rows(t.filter(pc.is_in(t["uid"], missing)), False, lambda _u: True):
+                rows[r["uid"]] = r
+    found = sum(1 for r in rows.values() if r["in_unbalanced"])
+    if found != len(want):
+        raise RuntimeError(f"the unbalanced baseline names {len(want)} pairs but {found} were found in the matched shards")
+    return rows
+
+
+def prepare_input(rows: dict[str, dict], out_dir: Path, proxy: GuardProxy, log=print) -> Stats:
+    """The URL list for img2dataset after the guard's pre-pass; refused rows are kept with reasons."""
+    stats = Stats(rows_in=len(rows))
+    policy = proxy.policy
+    host_of, url_refused = {}, {}
+    for uid, r in rows.items():
+        reason, host = policy.url_reason(r["url"])
+        if reason:
+            url_refused[uid] = reason
+        else:
+            host_of[uid] = host
+    hosts = set(host_of.values())
+    log(f"download: resolving {len(hosts):,} hosts of {len(rows):,} URLs "
+        f"({proxy.resolver.concurrency} lookups in flight at most, {proxy.resolver.timeout:g}s timeout)")
+    with tqdm(total=len(hosts), desc="download: resolving hosts", unit="host", mininterval=2) as bar:
+        resolved = proxy.resolve_all(hosts, bar.update)
+    host_reason = {h: check_host(policy, res)[0] for h, res in resolved.items()}
+    ok, refused = [], []
+    for uid in sorted(rows):
+        reason = url_refused.get(uid) or host_reason.get(host_of.get(uid))
+        if reason:
+            stats.drop(reason)
+            refused.append({**rows[uid], "reason": reason})
+        else:
+            ok.append(rows[uid])
+    stats.rows_out = len(ok)
+    stats.info.update(hosts=len(hosts), dns_lookups=proxy.resolver.lookups, dns_max_in_flight=proxy.resolver.max_in_flight)
+    cols = ["url", "text"] + EXTRA_COLUMNS
+    with atomic(out_dir / "input" / "urls.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(ok, schema=_input_schema()).select(cols), tmp)
+    refused_schema = _input_schema().append(pa.field("reason", pa.string()))
+    with atomic(out_dir / "refused.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(refused, schema=refused_schema), tmp)
+    return stats
+
+
+def _input_schema() -> pa.Schema:
+    return pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("page_url", pa.string()),
+                      ("lang", pa.string()), ("entry_ids_json", pa.string()), ("in_balanced", pa.bool_()),
+                      ("in_unbalanced", pa.bool_())])
+
+
+def run_img2dataset(out_dir: Path, spec: DownloadSpec, proxy_env: dict[str, str], ray_address: str | None = None) -> None:
+    """Call img2dataset from Python with its fetches going through the guard proxy (`proxy_env`).
+
+    Its multiprocessing distributor spawns: callers need a `__main__` guard (flows/cli.py and
+    the Prefect worker's entry point have one). Spawned processes inherit the environment, so
+    the proxy variables are set for the call and restored after it; `no_proxy` is removed for
+    the call so that no host bypasses the guard."""
+    from img2dataset import download
+
+    saved = dict(os.environ)
+    os.environ.update(proxy_env, OPENCV_IO_MAX_IMAGE_PIXELS=str(spec.max_pixels))  # cv2 refuses bombs at the header
+    for k in ("no_proxy", "NO_PROXY"):
+        os.environ.pop(k, None)
+    try:
+        if spec.distributor == "ray":
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            ray.init(address=ray_address, runtime_env={"env_vars": dict(proxy_env)}, ignore_reinit_error=True)
+        download(
+            url_list=str(out_dir / "input"), input_format="parquet", url_col="url", caption_col="text",
+            save_additional_columns=list(EXTRA_COLUMNS), output_format="parquet", output_folder=str(out_dir / "raw"),
+            image_size=spec.image_size, resize_mode=spec.resize_mode, encode_format=spec.encode_format,
+            encode_quality=spec.encode_quality, processes_count=spec.processes, thread_count=spec.threads,
+            retries=spec.retries, timeout=spec.timeout, user_agent_token=spec.user_agent_token,
+            disallowed_header_directives=spec.disallowed_header_directives, distributor=spec.distributor,
+            number_sample_per_shard=spec.number_sample_per_shard, incremental_mode="incremental",
+            max_image_area=spec.max_pixels, enable_wandb=False, compute_hash="sha256",
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def write_training_shards(out_dir: Path, shard_dir: Path, proxy_url: str | None) -> Stats:
+    """Successful rows of every complete raw shard -> shards/NNNNN.parquet; failures by reason."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    stats = Stats()
+    for stats_file in sorted((out_dir / "raw").glob("*_stats.json")):
+        sid = stats_file.name.split("_")[0]
+        raw = pq.read_table(out_dir / "raw" / f"{sid}.parquet")
+        messages = raw["error_message"].to_pylist()
+        reasons = [error_reason(m) for m in messages]
+        urls = raw["url"].to_pylist()
+        reasons = [sniff_decode_failure(u, proxy_url) if r == "decode_error" else r for u, r in zip(urls, reasons)]
+        with atomic(out_dir / "raw" / f"{sid}.reasons.parquet") as tmp:
+            pq.write_table(pa.table({"uid": raw["uid"], "url": raw["url"], "reason": reasons,
+                                     "message": pa.array(messages, pa.string())}), tmp)
+        stats.rows_in += raw.num_rows
+        for r in reasons:
+            if r != "ok":
+                stats.drop(r)
+        target = shard_dir / f"{sid}.parquet"
+        ok = raw.filter(pc.equal(raw["status"], "success"))
+        stats.rows_out += ok.num_rows
+        if target.exists():
+            continue
+        ids = pa.array([json.loads(s) for s in ok["entry_ids_json"].to_pylist()], pa.list_(pa.int64()))
+        ok = ok.drop(["entry_ids_json"]).append_column("entry_ids", ids)
+        with atomic(target) as tmp:
+            pq.write_table(ok, tmp)
+    return stats
+
+
+def export_webdataset(shard_dir: Path, wds_dir: Path, image_format: str) -> int:
+    """Optional WebDataset tars (NNNNN.tar: key.jpg, key.txt, key.json) for open_clip."""
+    import io
+    import tarfile
+
+    wds_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for shard in sorted(shard_dir.glob("*.parquet")):
+        target = wds_dir / f"{shard.stem}.tar"
+        if target.exists():
+            continue
+        tmp = target.with_suffix(".tmp")
+        t = pq.read_table(shard)
+        with tarfile.open(tmp, "w") as tar:
+            for r in t.to_pylist():
+                meta = {k: r[k] for k in ("uid", "url", "entry_ids", "width", "height")}
+                for ext, data in ((image_format, r[image_format]), ("txt", r["caption"].encode()), ("json", json.dumps(meta).encode())):
+                    info = tarfile.TarInfo(f"{r['key']}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                n += 1
+        tmp.rename(target)
+    return n
