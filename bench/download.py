@@ -7,8 +7,8 @@ Throughput: serves the generated sample world on 127.0.0.1:8765 (or uses the sta
 it is up) and takes --n of its image URLs. Alternating rounds, each in this process:
   plain: img2dataset.download(...) with the stage's arguments (parquet output), no guard;
   ours:  the whole stage around it: the guard's pre-pass (concurrent resolution, policy), the
-         same img2dataset call fetching through the guard proxy (every hop checked), then
-         training shards with per-row reasons (tasks.download.driver.write_training_shards).
+         same img2dataset call with the connection guard in its workers (every hop checked),
+         then training shards with per-row reasons (tasks.download.driver.write_training_shards).
 Images per second (median of the rounds of each); the stage's overhead is 1 - ours/plain.
 
 Resolution: --hosts distinct host names whose lookups never answer (a fake resolver that
@@ -57,7 +57,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from tasks.download.driver import EXTRA_COLUMNS, prepare_input, run_img2dataset, write_training_shards
-    from tasks.download.guard import AddressPolicy, GuardProxy, Resolver
+    from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, worker_env
     from tasks.specs import DownloadSpec, WorldSpec
     from tasks.world.generate import ensure_world
     from tasks.world.server import serve_in_thread
@@ -99,20 +99,20 @@ def main() -> None:
 
             ours = Path(d) / f"ours{r}"
             t0 = time.perf_counter()
-            with GuardProxy(AddressPolicy(spec.allow_networks), Resolver(spec.dns_timeout, spec.dns_concurrency)) as proxy:
-                prep = prepare_input({x["uid"]: {**x, "entry_ids_json": "[]"} for x in rows}, ours, proxy, log=lambda *_: None)
-                run_img2dataset(ours, spec, proxy.env())
-                stats = write_training_shards(ours, ours / "shards", proxy.url)
-                proxied = proxy.requests
+            policy = AddressPolicy(spec.allow_networks)
+            prep = prepare_input({x["uid"]: dict(x) for x in rows}, ours, policy, Resolver(spec.dns_timeout, spec.dns_concurrency),
+                                 log=lambda *_: None)
+            run_img2dataset(ours, spec, worker_env(spec.allow_networks, ours / "pinned_hosts.json"))
+            stats = write_training_shards(ours, ours / "shards", ConnectionGuard(policy))
             ours_rates.append(len(urls) / (time.perf_counter() - t0))
             print(f"round {r}: plain {plain_rates[-1]:.0f} img/s, ours {ours_rates[-1]:.0f} img/s "
-                  f"({stats.rows_out} ok of {prep.rows_out}, {proxied} requests through the guard)", flush=True)
+                  f"({stats.rows_out} ok of {prep.rows_out} through the guard)", flush=True)
             shutil.rmtree(base)
             shutil.rmtree(ours)
     if srv:
         srv.shutdown()
     med_o, med_p = statistics.median(ours_rates), statistics.median(plain_rates)
-    report("download", [row("images/s, whole stage (guard proxy) vs plain img2dataset", med_o, med_p, "images/s",
+    report("download", [row("images/s, whole stage (guarded) vs plain img2dataset", med_o, med_p, "images/s",
                             f"{len(urls):,} loopback URLs, {a.rounds} alternating rounds, medians, overhead {100 * (1 - med_o / med_p):.1f}%"),
                         dns_row],
            {"plain_rounds": plain_rates, "ours_rounds": ours_rates, "resolution": dns_extra})

@@ -10,6 +10,7 @@ does the work, reading other stages' folders through `run.input(name)`.
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 import shutil
 from collections.abc import Callable, Iterator
@@ -233,27 +234,28 @@ def balance(run: StageRun) -> Stats:
 
 def download(run: StageRun) -> Stats:
     from tasks.download.driver import export_webdataset, prepare_input, run_img2dataset, select_rows, write_training_shards
-    from tasks.download.guard import AddressPolicy, GuardProxy, Resolver
+    from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, worker_env
 
     ctx, spec = run.ctx, run.ctx.spec.download
-    resolver = Resolver(spec.dns_timeout, spec.dns_concurrency, lookup=ctx.dns_lookup)
-    with GuardProxy(AddressPolicy(spec.allow_networks), resolver, host=spec.guard_host, connect_timeout=spec.timeout) as proxy:
-        prep = unit_stats(run.dir, "input")
-        if prep is None:
-            rows = select_rows(sorted(run.input("balance").glob("0*.parquet")), run.input("balance") / "unbalanced_uids.parquet",
-                               match_files(run.input("match")))
-            prep = mark_unit(run.dir, "input", prepare_input(rows, run.dir, proxy, run.log))
-        run.log(f"download: {prep.rows_out:,} URLs to fetch, {sum(prep.dropped.values()):,} refused {dict(prep.dropped)}")
-        if prep.rows_out:
-            with ctx.serving_world():
-                run_img2dataset(run.dir, spec, proxy.env(), ctx.spec.ray.address)
-                fetched = write_training_shards(run.dir, ctx.out / "shards", proxy.url)
-        else:
-            fetched = Stats()
-        refused_at_connection = dict(proxy.refused)
+    policy = AddressPolicy(spec.allow_networks)
+    prep = unit_stats(run.dir, "input")
+    if prep is None:
+        rows = select_rows(sorted(run.input("balance").glob("0*.parquet")), run.input("balance") / "unbalanced_uids.parquet",
+                           match_files(run.input("match")))
+        resolver = Resolver(spec.dns_timeout, spec.dns_concurrency, lookup=ctx.dns_lookup)
+        prep = mark_unit(run.dir, "input", prepare_input(rows, run.dir, policy, resolver, run.log))
+    run.log(f"download: {prep.rows_out:,} URLs to fetch, {sum(prep.dropped.values()):,} refused {dict(prep.dropped)}")
+    fetched = Stats()
+    if prep.rows_out:
+        pinned = run.dir / "pinned_hosts.json"
+        with ctx.serving_world():
+            run_img2dataset(run.dir, spec, worker_env(spec.allow_networks, pinned), ctx.spec.ray.address)
+            guard = ConnectionGuard(policy, json.loads(pinned.read_text()))
+            fetched = write_training_shards(run.dir, ctx.out / "shards", guard)
+    at_connection = {k.split(":", 1)[1]: v for k, v in fetched.counts.items() if k.startswith("refused_at_connection:")}
     stats = Stats(rows_in=prep.rows_in, rows_out=fetched.rows_out, dropped=prep.dropped + fetched.dropped)
     stats.info = {"to_fetch": prep.rows_out, "refused_before_fetch": dict(prep.dropped), "fetch_failures": dict(fetched.dropped),
-                  "refused_at_connection": refused_at_connection, **prep.info}
+                  "refused_at_connection": at_connection, **prep.info}
     if spec.webdataset:
         stats.info["webdataset_samples"] = export_webdataset(ctx.out / "shards", ctx.out / "webdataset", spec.encode_format)
     return stats
@@ -278,7 +280,7 @@ STAGE_LIST = [
           config=lambda ctx: (ctx.spec.vocabulary.case_sensitive, ctx.spec.matching.model_dump())),
     Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump()),
     Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"),
-          config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency", "guard_host"})),
+          config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency"})),
     Stage("manifest", manifest, reads=("vocabulary", "candidates", "match", "balance", "download"),
           owns=("manifest.json", "datacard.md", "tokenizer.json"), config=lambda ctx: ctx.spec.tokenizer_vocab_size),
 ]

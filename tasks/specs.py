@@ -142,10 +142,9 @@ class DownloadSpec(Strict):
     number_sample_per_shard: int = 10_000
     allow_networks: list[str] = []  # e.g. ["127.0.0.1/32"]; private/loopback/link-local refused otherwise
     # the guard (tasks/download/guard.py): hosts resolved concurrently with a timeout, then every
-    # fetch (every redirect hop) goes through a proxy that checks the address it connects to
+    # connection img2dataset opens (every redirect hop) checks the address it connects to
     dns_timeout: float = 5.0
     dns_concurrency: int = 1000
-    guard_host: str = "127.0.0.1"  # where the guard proxy listens; on a multi-node Ray cluster, an address every node reaches
     max_pixels: int = 89_478_485  # decoded-pixel cap (PIL's default bomb limit)
     webdataset: bool = False  # also export WebDataset tars for open_clip
 

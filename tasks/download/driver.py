@@ -13,8 +13,8 @@ matched pool of the same size, drawn by the balance stage) read from the match s
 
 Safety (tasks/download/guard.py): hosts are resolved concurrently (c-ares, cached, with a
 timeout) and rows whose host is refused or does not resolve are dropped with their reason; then
-img2dataset fetches through the guard proxy, which checks every hop again where the connection
-is made.
+img2dataset's worker processes start with the connection guard installed, which checks every
+hop again where the connection is made and connects only to addresses it checked.
 
 Crash safety: img2dataset writes `NNNNN_stats.json` only when a shard is complete, and its
 incremental mode redoes shards without one. A training shard is derived only from a complete
@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tasks.download.guard import REFUSED_PHRASE, GuardProxy, check_host
+from tasks.download.guard import REFUSED_PHRASE, AddressPolicy, ConnectionGuard, Resolver, check_host
 from tasks.engine import Stats, atomic
 from tasks.specs import DownloadSpec
 
@@ -78,17 +78,16 @@ def error_reason(msg: str | None) -> str:
     return "other"
 
 
-def sniff_decode_failure(url: str, proxy_url: str | None, timeout: float = 5.0) -> str:
+def sniff_decode_failure(url: str, guard: ConnectionGuard, timeout: float = 5.0) -> str:
     """Tell an empty body, a corrupt image and a body that is no image apart, from its first bytes.
 
     img2dataset reports all three as "Image decoding error"; this re-reads at most 64 KiB of the
-    few URLs that failed that way, through the same guard proxy."""
+    few URLs that failed that way, through the same connection guard."""
     import urllib.request
 
-    handlers = [urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url} if proxy_url else {})]
     try:
         req = urllib.request.Request(url, headers={"Range": "bytes=0-65535", "User-Agent": "openwit-diagnose"})
-        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as r:
+        with guard.installed(), urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=timeout) as r:
             head = r.read(65536)
     except Exception:  # noqa: BLE001 - diagnosis is best effort
         return "corrupt_image"
@@ -125,10 +124,13 @@ def select_rows(balanced_files: list[Path], unbalanced_uids: Path, match_files: 
     return rows
 
 
-def prepare_input(rows: dict[str, dict], out_dir: Path, proxy: GuardProxy, log=print) -> Stats:
-    """The URL list for img2dataset after the guard's pre-pass; refused rows are kept with reasons."""
+def prepare_input(rows: dict[str, dict], out_dir: Path, policy: AddressPolicy, resolver: Resolver, log=print) -> Stats:
+    """The URL list for img2dataset after the guard's pre-pass; refused rows are kept with reasons.
+    The addresses of allowed hosts are written to `pinned_hosts.json`: the fetching processes
+    connect to exactly those."""
+    import asyncio
+
     stats = Stats(rows_in=len(rows))
-    policy = proxy.policy
     host_of, url_refused = {}, {}
     for uid, r in rows.items():
         reason, host = policy.url_reason(r["url"])
@@ -138,10 +140,12 @@ def prepare_input(rows: dict[str, dict], out_dir: Path, proxy: GuardProxy, log=p
             host_of[uid] = host
     hosts = set(host_of.values())
     log(f"download: resolving {len(hosts):,} hosts of {len(rows):,} URLs "
-        f"({proxy.resolver.concurrency} lookups in flight at most, {proxy.resolver.timeout:g}s timeout)")
+        f"({resolver.concurrency} lookups in flight at most, {resolver.timeout:g}s timeout)")
     with tqdm(total=len(hosts), desc="download: resolving hosts", unit="host", mininterval=2) as bar:
-        resolved = proxy.resolve_all(hosts, bar.update)
+        resolved = asyncio.run(resolver.resolve_all(hosts, bar.update))
     host_reason = {h: check_host(policy, res)[0] for h, res in resolved.items()}
+    with atomic(out_dir / "pinned_hosts.json") as tmp:
+        tmp.write_text(json.dumps({h: list(res) for h, res in resolved.items() if not host_reason[h]}))
     ok, refused = [], []
     for uid in sorted(rows):
         reason = url_refused.get(uid) or host_reason.get(host_of.get(uid))
@@ -151,7 +155,7 @@ def prepare_input(rows: dict[str, dict], out_dir: Path, proxy: GuardProxy, log=p
         else:
             ok.append(rows[uid])
     stats.rows_out = len(ok)
-    stats.info.update(hosts=len(hosts), dns_lookups=proxy.resolver.lookups, dns_max_in_flight=proxy.resolver.max_in_flight)
+    stats.info.update(hosts=len(hosts), dns_lookups=resolver.lookups, dns_max_in_flight=resolver.max_in_flight)
     cols = ["url", "text"] + EXTRA_COLUMNS
     with atomic(out_dir / "input" / "urls.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(ok, schema=_input_schema()).select(cols), tmp)
@@ -167,18 +171,20 @@ def _input_schema() -> pa.Schema:
                       ("in_unbalanced", pa.bool_())])
 
 
-def run_img2dataset(out_dir: Path, spec: DownloadSpec, proxy_env: dict[str, str], ray_address: str | None = None) -> None:
-    """Call img2dataset from Python with its fetches going through the guard proxy (`proxy_env`).
+def run_img2dataset(out_dir: Path, spec: DownloadSpec, guard_env: dict[str, str], ray_address: str | None = None) -> None:
+    """Call img2dataset from Python; its worker processes start with the connection guard
+    installed (`guard_env`: tasks/download/guard.py:worker_env).
 
     Its multiprocessing distributor spawns: callers need a `__main__` guard (flows/cli.py and
     the Prefect worker's entry point have one). Spawned processes inherit the environment, so
-    the proxy variables are set for the call and restored after it; `no_proxy` is removed for
-    the call so that no host bypasses the guard."""
+    the guard's variables are set for the call and restored after it. Proxy variables are
+    removed for the call: the guard checks the address urllib connects to, which must be the
+    image host's, not a proxy's."""
     from img2dataset import download
 
     saved = dict(os.environ)
-    os.environ.update(proxy_env, OPENCV_IO_MAX_IMAGE_PIXELS=str(spec.max_pixels))  # cv2 refuses bombs at the header
-    for k in ("no_proxy", "NO_PROXY"):
+    os.environ.update(guard_env, OPENCV_IO_MAX_IMAGE_PIXELS=str(spec.max_pixels))  # cv2 refuses bombs at the header
+    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         os.environ.pop(k, None)
     try:
         if spec.distributor == "ray":
@@ -186,7 +192,7 @@ def run_img2dataset(out_dir: Path, spec: DownloadSpec, proxy_env: dict[str, str]
 
             if ray.is_initialized():
                 ray.shutdown()
-            ray.init(address=ray_address, runtime_env={"env_vars": dict(proxy_env)}, ignore_reinit_error=True)
+            ray.init(address=ray_address, runtime_env={"env_vars": dict(guard_env)}, ignore_reinit_error=True)
         download(
             url_list=str(out_dir / "input"), input_format="parquet", url_col="url", caption_col="text",
             save_additional_columns=list(EXTRA_COLUMNS), output_format="parquet", output_folder=str(out_dir / "raw"),
@@ -202,7 +208,7 @@ def run_img2dataset(out_dir: Path, spec: DownloadSpec, proxy_env: dict[str, str]
         os.environ.update(saved)
 
 
-def write_training_shards(out_dir: Path, shard_dir: Path, proxy_url: str | None) -> Stats:
+def write_training_shards(out_dir: Path, shard_dir: Path, guard: ConnectionGuard) -> Stats:
     """Successful rows of every complete raw shard -> shards/NNNNN.parquet; failures by reason."""
     shard_dir.mkdir(parents=True, exist_ok=True)
     stats = Stats()
@@ -212,7 +218,10 @@ def write_training_shards(out_dir: Path, shard_dir: Path, proxy_url: str | None)
         messages = raw["error_message"].to_pylist()
         reasons = [error_reason(m) for m in messages]
         urls = raw["url"].to_pylist()
-        reasons = [sniff_decode_failure(u, proxy_url) if r == "decode_error" else r for u, r in zip(urls, reasons)]
+        reasons = [sniff_decode_failure(u, guard) if r == "decode_error" else r for u, r in zip(urls, reasons)]
+        for m in messages:
+            if m and REFUSED_PHRASE in m:  # "... openwit-guard refused <reason> (<host>)"
+                stats.counts["refused_at_connection:" + m.split(REFUSED_PHRASE, 1)[1].split()[0]] += 1
         with atomic(out_dir / "raw" / f"{sid}.reasons.parquet") as tmp:
             pq.write_table(pa.table({"uid": raw["uid"], "url": raw["url"], "reason": reasons,
                                      "message": pa.array(messages, pa.string())}), tmp)

@@ -8,12 +8,15 @@ Three parts:
 * `Resolver`: host names resolved concurrently with c-ares (aiodns): thousands of lookups in
   flight, a timeout per lookup, one lookup per host (cached, failures included). A table with
   10,000 hosts that never answer costs about `timeout x hosts / concurrency`, not hours.
-* `GuardProxy`: an HTTP/HTTPS forward proxy on 127.0.0.1 that img2dataset's urllib goes
-  through (`http_proxy` / `https_proxy` in the environment of its worker processes). Every
-  request, every redirect hop included, names its host to the proxy; the proxy resolves it
-  (from the cache the pre-pass filled), checks every address, and connects to the address it
-  checked, so a DNS answer that changes between check and fetch (rebinding) cannot move the
-  connection. A refused hop gets `403 openwit-guard refused <reason>` and is never requested.
+* `ConnectionGuard`: replaces `socket.create_connection` in img2dataset's worker processes
+  (installed at their start-up by `sitecustom/sitecustomize.py`, which the download stage puts on
+  their PYTHONPATH with the policy in OPENWIT_GUARD). urllib opens every connection, every
+  redirect hop included, through it: the host's addresses come from the pre-pass (pinned) or
+  are resolved there, every address is checked, and the socket connects to the address that
+  was checked, so a DNS answer that changes between check and fetch (rebinding) cannot move
+  the connection. A refused hop raises `openwit-guard refused <reason>` before any byte is sent.
+  Unlike a proxy in front of the workers, this adds no hop and no process: the stage runs at
+  plain img2dataset's speed (bench/download.py).
 
 The pre-pass (`tasks/download/driver.py:prepare_input`) uses the same policy and resolver to drop
 rows that can never be fetched before img2dataset sees them, each with its reason.
@@ -22,10 +25,13 @@ rows that can never be fetched before img2dataset sees them, each with its reaso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-import threading
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 Lookup = Callable[[str], Awaitable[list[str]]]  # host -> addresses; raises on failure
@@ -151,117 +157,67 @@ def check_host(policy: AddressPolicy, resolved: tuple[str, ...] | str) -> tuple[
     return None, resolved[0]
 
 
-# ----------------------------------------------------------------------------- the proxy
+# ----------------------------------------------------------------------------- at connection time
 REFUSED_PHRASE = "openwit-guard refused"
+GUARD_ENV = "OPENWIT_GUARD"
+SITECUSTOM_DIR = Path(__file__).with_name("sitecustom")
+_original_create_connection = socket.create_connection
 
 
-class GuardProxy:
-    """A forward proxy that enforces `policy` on every connection; runs its own event loop in a
-    daemon thread. `with GuardProxy(...) as p:` then `p.env()` for the fetching processes."""
+class GuardRefused(ConnectionRefusedError):
+    """A connection the policy refuses; urllib reports it as `<urlopen error openwit-guard refused ...>`."""
 
-    def __init__(self, policy: AddressPolicy, resolver: Resolver, host: str = "127.0.0.1", port: int = 0,
-                 connect_timeout: float = 10.0):
-        self.policy, self.resolver = policy, resolver
-        self.host, self.port, self.connect_timeout = host, port, connect_timeout
-        self.refused: Counter = Counter()  # reason -> connections refused
-        self.requests = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+class ConnectionGuard:
+    """`socket.create_connection` that checks every address before connecting to it."""
 
-    def env(self) -> dict[str, str]:
-        return {"http_proxy": self.url, "https_proxy": self.url, "HTTP_PROXY": self.url, "HTTPS_PROXY": self.url}
+    def __init__(self, policy: AddressPolicy, pinned: dict[str, list[str]] | None = None):
+        self.policy = policy
+        self.pinned = {h: tuple(a) for h, a in (pinned or {}).items()}
 
-    def __enter__(self) -> GuardProxy:
-        ready = threading.Event()
-
-        def serve():
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._handle, self.host, self.port, backlog=1024, limit=1 << 16))
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="openwit-guard-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the guard proxy did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        async def stop():
-            self._server.close()
-            await self._server.wait_closed()
-
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-
-    def resolve_all(self, hosts: Iterable[str], progress: Callable[[int], None] | None = None) -> dict:
-        """Resolve on the proxy's loop (the cache the proxy will use), from another thread."""
-        return asyncio.run_coroutine_threadsafe(self.resolver.resolve_all(hosts, progress), self._loop).result()
-
-    async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
-        self.refused[reason] += 1
-        body = f"refused by the openwit download guard: {reason}\n".encode()
-        writer.write(f"HTTP/1.1 403 {REFUSED_PHRASE} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                     f"X-Openwit-Refused: {reason}\r\nConnection: close\r\n\r\n".encode() + body)
-        await writer.drain()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_writer = None
+    def _addresses(self, host: str) -> tuple[str, ...] | str:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.connect_timeout)
-            self.requests += 1
-            line, _, rest = head.partition(b"\r\n")
-            method, target, version = line.decode("latin-1").split(" ", 2)
-            if method == "CONNECT":
-                host, _, port = target.rpartition(":")
-                host, port, path = host.strip("[]"), int(port or 443), None
-            else:
-                parts = urlsplit(target)
-                if parts.scheme != "http" or not parts.hostname:
-                    return await self._refuse(writer, "scheme_not_http")
-                host, port = parts.hostname, parts.port or 80
-                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            reason, addr = check_host(self.policy, await self.resolver.resolve(host))
-            if reason:
-                return await self._refuse(writer, reason)
-            up_reader, upstream_writer = await asyncio.wait_for(asyncio.open_connection(addr, port), self.connect_timeout)
-            if method == "CONNECT":
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:  # origin-form request line; the Host header urllib wrote names the original host
-                kept = [h for h in rest.split(b"\r\n") if h and not h.lower().startswith((b"proxy-", b"connection:"))]
-                upstream_writer.write(f"{method} {path} {version}\r\n".encode("latin-1") + b"\r\n".join(kept)
-                                      + b"\r\nConnection: close\r\n\r\n")
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(up_reader, writer))
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError, ValueError):
-            if upstream_writer is None and not writer.is_closing():
-                try:
-                    writer.write(b"HTTP/1.1 502 openwit-guard upstream unreachable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                    await writer.drain()
-                except (ConnectionError, OSError):
-                    pass
+            return (str(ipaddress.ip_address(host.strip("[]"))),)
+        except ValueError:
+            pass
+        if host in self.pinned:
+            return self.pinned[host]
+        try:  # a host the pre-pass did not see (a redirect target): resolved here, then pinned
+            addrs = tuple(sorted({ai[4][0] for ai in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}))
+        except (OSError, UnicodeError):
+            return "dns_failure"
+        self.pinned[host] = addrs
+        return addrs
+
+    def create_connection(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kwargs):
+        host, port = address[0], address[1]
+        reason, addr = check_host(self.policy, self._addresses(host))
+        if reason:
+            raise GuardRefused(f"{REFUSED_PHRASE} {reason} ({host})")
+        return _original_create_connection((addr, port), timeout, source_address, **kwargs)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[ConnectionGuard]:
+        socket.create_connection = self.create_connection
+        try:
+            yield self
         finally:
-            for w in (writer, upstream_writer):
-                if w is not None:
-                    w.close()
+            socket.create_connection = _original_create_connection
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        pass
+def worker_env(policy_networks: list[str], pinned_file: Path) -> dict[str, str]:
+    """Environment for processes that fetch: their start-up installs the guard (sitecustomize)."""
+    import tasks
+
+    roots = [str(SITECUSTOM_DIR), str(Path(tasks.__file__).resolve().parents[1])]
+    old = os.environ.get("PYTHONPATH")
+    return {GUARD_ENV: json.dumps({"allow_networks": policy_networks, "pinned": str(pinned_file)}),
+            "PYTHONPATH": os.pathsep.join(roots + ([old] if old else []))}
+
+
+def install_from_env() -> None:
+    """Called by sitecustomize at interpreter start-up when OPENWIT_GUARD is set."""
+    cfg = json.loads(os.environ[GUARD_ENV])
+    pinned = json.loads(Path(cfg["pinned"]).read_text()) if cfg.get("pinned") and Path(cfg["pinned"]).exists() else {}
+    guard = ConnectionGuard(AddressPolicy(cfg.get("allow_networks")), pinned)
+    socket.create_connection = guard.create_connection

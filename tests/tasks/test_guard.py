@@ -1,5 +1,5 @@
-"""The download guard: address policy, concurrent resolution with timeouts, and the proxy that
-checks every hop where the connection is made."""
+"""The download guard: address policy, concurrent resolution with timeouts, and the connection
+guard that checks every hop where the connection is made."""
 
 import asyncio
 import io
@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from tasks.download.guard import AddressPolicy, GuardProxy, Resolver, check_host
+from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, check_host, worker_env
 
 from tests.conftest import free_port
 
@@ -128,40 +128,64 @@ def servers():
     s.close()
 
 
-def _fetch(proxy: GuardProxy, url: str) -> tuple[int, bytes | str]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url, "https": proxy.url}))
+def _fetch(guard: ConnectionGuard, url: str) -> tuple[int | None, bytes | str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=5) as r:
+        with guard.installed(), opener.open(url, timeout=5) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, str(e)
+    except urllib.error.URLError as e:
+        return None, str(e)
 
 
 def test_every_redirect_hop_is_checked_and_nothing_refused_is_requested(servers):
-    with GuardProxy(AddressPolicy(["127.0.0.1/32"]), Resolver(timeout=2)) as proxy:
-        base = f"http://127.0.0.1:{servers.p1}"
-        assert _fetch(proxy, f"{base}/img.jpg") == (200, _jpeg())
-        assert _fetch(proxy, f"{base}/to-ok")[0] == 200
-        code, msg = _fetch(proxy, f"{base}/to-refused")
-        assert code == 403 and "openwit-guard refused loopback_address" in msg
-        code, msg = _fetch(proxy, f"{base}/to-metadata")
-        assert code == 403 and "link_local_address" in msg
-        code, _ = _fetch(proxy, f"http://127.0.0.2:{servers.p2}/direct.jpg")
-        assert code == 403
-        assert dict(proxy.refused) == {"loopback_address": 2, "link_local_address": 1}
+    guard = ConnectionGuard(AddressPolicy(["127.0.0.1/32"]))
+    base = f"http://127.0.0.1:{servers.p1}"
+    assert _fetch(guard, f"{base}/img.jpg") == (200, _jpeg())
+    assert _fetch(guard, f"{base}/to-ok")[0] == 200
+    code, msg = _fetch(guard, f"{base}/to-refused")
+    assert code is None and "openwit-guard refused loopback_address (127.0.0.2)" in msg
+    code, msg = _fetch(guard, f"{base}/to-metadata")
+    assert code is None and "openwit-guard refused link_local_address" in msg
+    assert "loopback_address" in _fetch(guard, f"http://127.0.0.2:{servers.p2}/direct.jpg")[1]
     assert servers.forbidden_hits == []
 
 
-def test_a_changing_dns_answer_cannot_move_the_connection(servers):
-    """DNS rebinding: the name first answers an allowed address, then a refused one. The guard
-    resolves once and connects to the address it checked."""
-    answers = iter([["127.0.0.1"], ["127.0.0.2"], ["127.0.0.2"]])
+def test_a_changing_dns_answer_cannot_move_the_connection(servers, monkeypatch):
+    """DNS rebinding: the pre-pass saw an allowed address; by fetch time the name answers a
+    refused one. The guard connects to the address it checked and never asks again."""
+    import socket
 
-    async def rebinding(host):
-        return next(answers)
+    real = socket.getaddrinfo
 
-    with GuardProxy(AddressPolicy(["127.0.0.1/32"]), Resolver(timeout=2, lookup=rebinding)) as proxy:
-        proxy.resolve_all(["rebind.example"])  # the pre-pass: allowed
-        assert _fetch(proxy, f"http://rebind.example:{servers.p1}/img.jpg") == (200, _jpeg())
-        assert _fetch(proxy, f"http://127.0.0.1:{servers.p1}/to-name")[0] == 200
+    def rebound(host, *a, **k):  # names now answer the refused address; literals resolve as ever
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 0))] if host.endswith(".example") else real(host, *a, **k)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    guard = ConnectionGuard(AddressPolicy(["127.0.0.1/32"]), pinned={"rebind.example": ["127.0.0.1"]})
+    assert _fetch(guard, f"http://rebind.example:{servers.p1}/img.jpg") == (200, _jpeg())
+    assert _fetch(guard, f"http://127.0.0.1:{servers.p1}/to-name")[0] == 200
+    assert "loopback_address (fresh.example)" in _fetch(guard, f"http://fresh.example:{servers.p2}/x.jpg")[1]
+    assert servers.forbidden_hits == []
+
+
+def test_processes_started_with_the_worker_env_are_guarded(servers, tmp_path):
+    """img2dataset's spawned workers: the guard is installed at interpreter start-up."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text(json.dumps({}))
+    code = ("import urllib.request, sys\n"
+            "o = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+            "print(o.open(sys.argv[1], timeout=5).status)\n"
+            "try:\n    o.open(sys.argv[2], timeout=5)\nexcept Exception as e:\n    print(e)\n")
+    env = {**os.environ, **worker_env(["127.0.0.1/32"], pinned)}
+    out = subprocess.run([sys.executable, "-c", code, f"http://127.0.0.1:{servers.p1}/img.jpg",
+                          f"http://127.0.0.1:{servers.p1}/to-refused"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "200" and "openwit-guard refused loopback_address" in out.stdout
     assert servers.forbidden_hits == []
