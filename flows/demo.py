@@ -77,6 +77,7 @@ def compare(seeds: int = 1) -> None:
             spec["name"], spec["output_dir"] = name, f".openwit/runs/{name}"
             spec["data"]["subset"] = subset
             spec["train"]["seed"] = seed
+            spec["train"]["max_minutes"] = None  # a fair comparison trains every run for the same steps, however slow the machine
             spec["mlflow"]["register_model"] = None
             run_deployment("pretrain/sample", {"spec": spec})
             f = REPO_ROOT / f".openwit/runs/{name}/final_metrics.json"

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -44,6 +45,12 @@ def init_checkpoint(spec: PretrainSpec, run_dir: Path, uri: str) -> dict:
     return {"model": meta["model"], "tokenizer": str(tok), "weights": str(folder / "model.safetensors")}
 
 
+def prefect_ui_url() -> str | None:
+    """The Prefect UI this flow reports to (None for an ephemeral in-process server)."""
+    api = os.environ.get("PREFECT_UI_URL") or os.environ.get("PREFECT_API_URL")
+    return api.removesuffix("/").removesuffix("/api") if api and api.startswith("http") else None
+
+
 def prepare(spec: PretrainSpec) -> dict:
     """Everything the workers need, with absolute paths (Ray Train V2 workers change directory)."""
     from training import tracking
@@ -57,13 +64,23 @@ def prepare(spec: PretrainSpec) -> dict:
     resume_id = id_file.read_text().strip() if id_file.exists() else None
     init = init_checkpoint(spec, run_dir, uri) if spec.init_from else None
     mcfg = init["model"] if init else model_config(spec.model)
-    tags = {"openwit.spec": spec.name, "openwit.build": manifest["name"], "openwit.manifest_spec_hash": manifest["spec_hash"],
-            "prefect.flow_run_id": str(runtime.flow_run.id or ""), "prefect.flow_run_name": str(runtime.flow_run.name or "")}
+    tags = {"openwit.spec": spec.name, "openwit.build": manifest["name"], "openwit.build.path": str(build),
+            "openwit.manifest_spec_hash": manifest["spec_hash"],
+            "prefect.flow_run_id": str(runtime.flow_run.id or ""), "prefect.flow_run_name": str(runtime.flow_run.name or ""),
+            **tracking.code_version(REPO_ROOT)}
+    if runtime.flow_run.id and (ui := prefect_ui_url()):
+        tags["prefect.flow_run_url"] = f"{ui}/runs/flow-run/{runtime.flow_run.id}"
+    if manifest.get("prefect_flow_run_id"):  # the build-wit run that made the shards
+        tags["openwit.build.prefect_flow_run_id"] = manifest["prefect_flow_run_id"]
+        if ui := prefect_ui_url():
+            tags["openwit.build.prefect_flow_run_url"] = f"{ui}/runs/flow-run/{manifest['prefect_flow_run_id']}"
     params = {"spec": spec.model_dump(mode="json"), "model_config": mcfg,
               "dataset": {"name": manifest["name"], "spec_hash": manifest["spec_hash"], "rows": manifest["totals"]["rows"]}}
     manifest["source"] = str(build / "manifest.json")
     run_id = tracking.start_run(uri, spec.mlflow.experiment, spec.name, params, tags, manifest,
                                 REPO_ROOT / ".openwit" / "mlartifacts", resume_id)
+    if resume_id is None:
+        tracking.log_provenance(uri, run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), build)
     id_file.write_text(run_id)
     threads = int(spec.scaling.resources_per_worker.get("CPU", 1))
     return {
@@ -85,7 +102,14 @@ def train(config: dict, scaling: dict, address: str | None) -> dict:
     return read_final(Path(config["run_dir"]))
 
 
-@flow(name="pretrain", log_prints=True)
+def _run_name() -> str:
+    """Flow runs are named after their spec, not a random pair of words."""
+    spec = runtime.flow_run.parameters.get("spec")
+    name = spec.get("name", "mapping") if isinstance(spec, dict) else Path(str(spec)).stem
+    return f"{name}-{runtime.flow_run.scheduled_start_time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@flow(name="pretrain", flow_run_name=_run_name, log_prints=True)
 def pretrain(spec: str | dict[str, Any] = "data_specs/pretrain-sample.yaml") -> dict:
     """Pretrain CLIP from a spec (a path under data_specs/ or a mapping)."""
     s: PretrainSpec = load_spec(spec, PretrainSpec)
@@ -103,7 +127,9 @@ def pretrain(spec: str | dict[str, Any] = "data_specs/pretrain-sample.yaml") -> 
         raise
     tracking.end_run(config["mlflow"]["uri"], config["mlflow"]["run_id"], "FINISHED")
     uri = config["mlflow"]["uri"]
-    link = f"{uri}/#/experiments/0/runs/{config['mlflow']['run_id']}" if uri.startswith("http") else f"run {config['mlflow']['run_id']} in {uri}"
+    from mlflow.tracking import MlflowClient
+
+    link = tracking.run_url(uri, MlflowClient(uri), config["mlflow"]["run_id"])
     table = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     create_markdown_artifact(key=f"pretrain-{s.name}".lower(), markdown=f"## pretrain {s.name}\n\nMLflow: {link}\n\n| metric | value |\n|---|---|\n{table}\n",
                              description="final zero-shot metrics")

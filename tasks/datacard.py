@@ -94,11 +94,21 @@ def write_manifest(ctx, shards: list[Path]) -> dict:
                    "by_status": {"ok": dl.rows_out, **dl.info["fetch_failures"]}, "refused_before_fetch": dl.info["refused_before_fetch"],
                    "refused_at_connection": dl.info["refused_at_connection"]},
         "image_column": ctx.spec.download.encode_format, "image_size": ctx.spec.download.image_size,
+        "prefect_flow_run_id": _prefect_flow_run_id(),  # links a training run back to the build-wit run
     }
     tmp = ctx.out / "manifest.json.tmp"
     tmp.write_text(json.dumps(m, indent=1))
     tmp.rename(ctx.out / "manifest.json")
     return m
+
+
+def _prefect_flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id) if flow_run.id else None
+    except Exception:  # noqa: BLE001 - outside Prefect there is none
+        return None
 
 
 def _table(d: dict, head=("reason", "count")) -> str:

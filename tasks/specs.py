@@ -239,6 +239,10 @@ class PretrainSpec(Strict):
     def _one_model_source(self) -> PretrainSpec:
         if (self.model is None) == (self.init_from is None):
             raise ValueError("give exactly one of `model` (train from scratch) and `init_from` (fine-tune a checkpoint)")
+        per = self.scaling.workers * self.train.accum_steps
+        if self.train.batch_size % per:
+            raise ValueError(f"train.batch_size {self.train.batch_size} is not divisible by scaling.workers x train.accum_steps "
+                             f"= {per}: use a multiple of {per}, e.g. {self.train.batch_size // per * per or per}")
         return self
 
 

@@ -99,6 +99,24 @@ def batches(images: list, labels: np.ndarray, size: int, bs: int = 256):
         yield torch.from_numpy(x), torch.from_numpy(labels[i:i + bs])
 
 
+def sample_predictions(feats: torch.Tensor, labels: torch.Tensor, cls: torch.Tensor, classnames: list[str], images: list,
+                       n: int = 24, thumb: int = 64) -> dict[str, list]:
+    """A table of `n` images spread over the suite: the image, its class, the top-3 predictions."""
+    probs = (100.0 * feats @ cls.T).softmax(dim=1)
+    top_p, top_i = probs.topk(min(3, len(classnames)), dim=1)
+    pick = np.linspace(0, len(labels) - 1, num=min(n, len(labels))).astype(int)
+    rows: dict[str, list] = {"image": [], "true": [], "predicted": [], "correct": [], "top3": []}
+    for i in pick.tolist():
+        img = _open(images[i]).convert("RGB")
+        img.thumbnail((thumb, thumb))
+        rows["image"].append(img)
+        rows["true"].append(classnames[int(labels[i])])
+        rows["predicted"].append(classnames[int(top_i[i, 0])])
+        rows["correct"].append(bool(int(top_i[i, 0]) == int(labels[i])))
+        rows["top3"].append(", ".join(f"{classnames[int(c)]} {float(p):.2f}" for p, c in zip(top_p[i], top_i[i])))
+    return rows
+
+
 @torch.no_grad()
 def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None,
               model_key: str | None = None) -> tuple[dict, dict]:
@@ -109,8 +127,11 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
     name = suite["name"]
     model.eval()
     metrics, artifacts = {}, {}
-    enc_text = lambda texts: model.encode_text(tokenizer(texts))  # noqa: E731
-    feats, labels = image_features(model.encode_image, batches(data.images, data.labels, image_size))
+    # inputs go to the model's device (a GPU during training); features come back to the CPU
+    device = next(model.parameters()).device
+    enc_text = lambda texts: model.encode_text(tokenizer(texts).to(device)).float().cpu()  # noqa: E731
+    enc_image = lambda x: model.encode_image(x.to(device)).float().cpu()  # noqa: E731
+    feats, labels = image_features(enc_image, batches(data.images, data.labels, image_size))
     tasks = suite.get("tasks", ["zeroshot"])
     if "zeroshot" in tasks and data.classnames:
         templates = suite.get("templates", "simple")
@@ -127,6 +148,7 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
         metrics.update({f"zeroshot/{name}/{k}": v for k, v in m.items()})
         artifacts[f"zeroshot-{name}-confusion"] = (cm, classnames)
         artifacts[f"zeroshot-{name}-per-class"] = dict(zip(classnames, per_class))
+        artifacts[f"zeroshot-{name}-predictions"] = sample_predictions(feats, labels, cls, classnames, data.images)
     if "retrieval" in tasks and data.captions:
         caps = [c for cs in data.captions for c in cs]
         owner = torch.tensor([i for i, cs in enumerate(data.captions) for _ in cs])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ def suite_data(suite: dict) -> LabelledSet:
     return _CACHE[key]
 
 
-def confusion_png(cm: np.ndarray, classnames: list[str], title: str, path: Path) -> None:
+def confusion_figure(cm: np.ndarray, classnames: list[str], title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,18 +48,43 @@ def confusion_png(cm: np.ndarray, classnames: list[str], title: str, path: Path)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def per_class_figure(per_class: dict[str, float], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(per_class, key=lambda k: per_class[k])
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.22 * len(names) + 1)))
+    ax.barh(names, [per_class[k] for k in names], color="#4c72b0")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("zero-shot accuracy (recall of the class)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def log_eval_artifacts(client, run_id: str, suite: str, artifacts: dict) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        for name, obj in artifacts.items():
-            if name.endswith("-confusion"):
-                cm, classnames = obj
-                confusion_png(cm, classnames, f"zero-shot confusion: {suite}", Path(d) / f"{name}.png")
-                client.log_artifact(run_id, str(Path(d) / f"{name}.png"), artifact_path=f"eval/{suite}")
-            else:
-                p = Path(d) / f"{name}.json"
-                p.write_text(json.dumps(obj, indent=1))
-                client.log_artifact(run_id, str(p), artifact_path=f"eval/{suite}")
+    """MLflow figures (shown as images in the run's Artifacts tab), the per-class accuracies as
+    JSON, and a table of sample predictions with their images (MLflow's table viewer)."""
+    import matplotlib.pyplot as plt
+
+    for name, obj in artifacts.items():
+        if name.endswith("-confusion"):
+            cm, classnames = obj
+            fig = confusion_figure(cm, classnames, f"zero-shot confusion: {suite}")
+            client.log_figure(run_id, fig, f"eval/{suite}/{name}.png")
+            plt.close(fig)
+        elif name.endswith("-per-class"):
+            fig = per_class_figure(obj, f"zero-shot accuracy per class: {suite}")
+            client.log_figure(run_id, fig, f"eval/{suite}/{name}.png")
+            plt.close(fig)
+            client.log_dict(run_id, obj, f"eval/{suite}/{name}.json")
+        elif name.endswith("-predictions"):
+            client.log_table(run_id, data=obj, artifact_file=f"eval/{suite}/{name}.json")
+        else:
+            client.log_dict(run_id, obj, f"eval/{suite}/{name}.json")

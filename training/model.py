@@ -11,7 +11,14 @@ Facts implemented here (CLIP paper, open_clip):
     highest id in CLIP's vocabulary, our tokenizer's `eot_id`) is the text feature, because with
     causal attention only the last token has seen the whole caption.
   * Logit scale: learnable temperature initialised to 1/0.07, clamped at 100 so training cannot
-    make logits arbitrarily sharp (CLIP paper, section 2.5).
+    make logits arbitrarily sharp (CLIP paper, section 2.5). The clamp is applied to the parameter
+    after each optimizer step (`clamp_logit_scale`), outside the graph, as open_clip does: a clamp
+    inside forward() has zero gradient at the cap, so a scale that reached 100 could never come down.
+  * Initialisation (`init_parameters`, OpenAI CLIP / open_clip): text tower attention in-proj
+    std width^-0.5, out-proj and MLP c_proj std width^-0.5 (2 layers)^-0.5, c_fc std (2 width)^-0.5,
+    zero attention biases; ViT attention as nn.MultiheadAttention initialises it (xavier-uniform
+    in-proj, zero biases); ModifiedResNet attention-pool projections std in_features^-0.5 and the
+    last BatchNorm of every bottleneck zero-initialised (each block starts as the identity).
 """
 
 from __future__ import annotations
@@ -108,6 +115,10 @@ class Attention(nn.Module):
         self.heads = heads
         self.in_proj = nn.Linear(width, 3 * width)
         self.out_proj = nn.Linear(width, width)
+        # as nn.MultiheadAttention initialises itself (open_clip's ViT keeps this init)
+        nn.init.xavier_uniform_(self.in_proj.weight)
+        nn.init.zeros_(self.in_proj.bias)
+        nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x_BLD: torch.Tensor, causal: bool = False) -> torch.Tensor:
         B, L, D = x_BLD.shape
@@ -256,6 +267,17 @@ class ModifiedResNet(nn.Module):
         self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
         embed = width * 32
         self.attnpool = AttentionPool2d(cfg.image_size // 32, embed, embed // cfg.head_width, embed_dim)
+        self.init_parameters()
+
+    @torch.no_grad()
+    def init_parameters(self) -> None:
+        std = self.attnpool.c_proj.in_features ** -0.5
+        for proj in (self.attnpool.q_proj, self.attnpool.k_proj, self.attnpool.v_proj, self.attnpool.c_proj):
+            nn.init.normal_(proj.weight, std=std)
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for name, p in layer.named_parameters():
+                if name.endswith("bn3.weight"):
+                    nn.init.zeros_(p)  # each bottleneck starts as the identity
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         mods = [Bottleneck(self._inplanes, planes, stride)]
@@ -275,12 +297,28 @@ class TextTransformer(nn.Module):
     def __init__(self, cfg: TextConfig, embed_dim: int, quick_gelu: bool = False):
         super().__init__()
         self.eot_id = cfg.eot_id
+        self.transformer_width = cfg.width
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width).normal_(std=0.01))
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, 4.0, quick_gelu)
         self.ln_final = nn.LayerNorm(cfg.width)
         self.text_projection = nn.Parameter(torch.randn(cfg.width, embed_dim) * cfg.width ** -0.5)
+        self.init_parameters()
+
+    @torch.no_grad()
+    def init_parameters(self) -> None:
+        width, layers = self.transformer_width, len(self.transformer.resblocks)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std, attn_std, fc_std = width ** -0.5 * (2 * layers) ** -0.5, width ** -0.5, (2 * width) ** -0.5
+        for blk in self.transformer.resblocks:
+            nn.init.normal_(blk.attn.in_proj.weight, std=attn_std)
+            nn.init.normal_(blk.attn.out_proj.weight, std=proj_std)
+            nn.init.zeros_(blk.attn.in_proj.bias)
+            nn.init.zeros_(blk.attn.out_proj.bias)
+            nn.init.normal_(blk.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(blk.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
 
     def forward(self, text_BL: torch.Tensor) -> torch.Tensor:
         L = text_BL.shape[1]
@@ -322,8 +360,9 @@ class CLIP(nn.Module):
         return F.normalize(f, dim=-1) if normalize else f
 
     def forward(self, image: torch.Tensor, text: torch.Tensor):
-        """(image features, text features, logit scale), features L2-normalised."""
-        return self.encode_image(image, True), self.encode_text(text, True), self.logit_scale.exp().clamp(max=100)
+        """(image features, text features, logit scale), features L2-normalised. The scale is not
+        clamped here (that would zero its gradient at the cap): `clamp_logit_scale` runs after each step."""
+        return self.encode_image(image, True), self.encode_text(text, True), self.logit_scale.exp()
 
     def get_similarity(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits_per_image [Bi, Bt], logits_per_text [Bt, Bi]), as OpenAI's `model(image, text)`."""

@@ -44,9 +44,7 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict
     the true status (FINISHED, FAILED, KILLED), so a crashed run never reads as finished."""
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        experiment, artifact_location=artifact_root.as_uri() if artifact_root and uri.startswith("sqlite") else None)
+    exp_id = experiment_id(client, experiment, artifact_root if uri.startswith("sqlite") else None)
     if resume_run_id:
         client.update_run(resume_run_id, status="RUNNING")
         return resume_run_id
@@ -67,6 +65,54 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict
     return run_id
 
 
+def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    """The experiment's id, created if needed, tagged as model training so that MLflow 3's UI
+    opens it on the runs table (not on its GenAI traces page)."""
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root.as_uri() if artifact_root else None)
+    if not exp or exp.tags.get(EXPERIMENT_KIND_TAG) != "custom_model_development":
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    return exp_id
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
+def run_url(uri: str, client: MlflowClient, run_id: str) -> str:
+    """A link to the run in the MLflow UI (or its id and store when the store is a file)."""
+    exp_id = client.get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}" if uri.startswith("http") else f"run {run_id} in {uri}"
+
+
+def code_version(repo: Path) -> dict[str, str]:
+    """MLflow's source tags for a run of this checkout: entry point, git commit, dirty flag."""
+    import subprocess
+
+    tags = {"mlflow.source.name": "flows/pretrain.py", "mlflow.source.type": "JOB"}
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        tags.update({"mlflow.source.git.commit": commit, "openwit.git_dirty": str(bool(dirty)).lower()})
+    except (OSError, subprocess.CalledProcessError):
+        tags["openwit.git_commit"] = "unknown (not a git checkout)"
+    return tags
+
+
+def log_provenance(uri: str, run_id: str, spec_yaml: str, build: Path) -> None:
+    """The resolved spec and the build's manifest, data card and balance plot, beside the run."""
+    import tempfile
+
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "spec.yaml"
+        f.write_text(spec_yaml)
+        client.log_artifact(run_id, str(f))
+    for name in ("manifest.json", "datacard.md", "balance/balance.png"):
+        if (build / name).exists():
+            client.log_artifact(run_id, str(build / name), artifact_path="build" + ("/balance" if "/" in name else ""))
+
+
 def end_run(uri: str, run_id: str, status: str) -> None:
     """FINISHED, FAILED or KILLED."""
     MlflowClient(uri).set_terminated(run_id, status=status)
@@ -84,7 +130,7 @@ class WorkerTracker:
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            self._sysmon = SystemMetricsMonitor(self.run_id, sampling_interval=10, samples_before_logging=1)
+            self._sysmon = SystemMetricsMonitor(self.run_id, sampling_interval=5, samples_before_logging=1)
             self._sysmon.start()
         except Exception:  # noqa: BLE001 - system metrics are a nicety
             self._sysmon = None

@@ -58,7 +58,7 @@ def _save_state(run_dir: Path, step: int, model, opt, loader: ShardLoader, extra
     st = loader.state()
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "loader": {"epoch": st.epoch, "index": st.index, "skipped": st.skipped},
-                "rng": {"torch": torch.get_rng_state()}, "extra": extra}, tmp / "state.pt")
+                "rng": rng_state(), "extra": extra}, tmp / "state.pt")
     final = ck / f"step-{step:07d}"
     if final.exists():
         shutil.rmtree(final)
@@ -75,6 +75,20 @@ def _load_state(run_dir: Path) -> dict | None:
     if not latest.exists():
         return None
     return torch.load(run_dir / "checkpoints" / latest.read_text().strip() / "state.pt", weights_only=True, map_location="cpu")
+
+
+def rng_state() -> dict:
+    """CPU and (when present) every CUDA generator, for an exact resume."""
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(st["cuda"]))
 
 
 def train_step(model, opt, micro: list[tuple[torch.Tensor, torch.Tensor]], loss_name: str, device, amp_dtype, grad_clip):
@@ -136,6 +150,9 @@ def train_loop_per_worker(config: dict) -> None:
         load_weights(model, load_file(config["init_weights"], device=str(device)), f"init_from {config['init_weights']}")
     if tr["grad_checkpointing"]:
         model.set_grad_checkpointing(True)
+    # the same initial weights on every rank (seed), then a stream of its own per rank (seed + rank,
+    # as open_clip does) so that patch dropout and augmentation differ between workers
+    torch.manual_seed(tr["seed"] + rank)
     opt = torch.optim.AdamW(param_groups(model, tr["weight_decay"]), lr=tr["lr"], betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])
 
     state = _load_state(run_dir)
@@ -145,7 +162,7 @@ def train_loop_per_worker(config: dict) -> None:
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         loader_state = LoaderState(**state["loader"])
-        torch.set_rng_state(state["rng"]["torch"])
+        set_rng_state(state["rng"])
         trained_s = float(state["extra"].get("train_seconds", 0.0))  # the time budget spans restarts
         finished = bool(state["extra"].get("finished", False))  # training ended; only evaluation was left
         if rank == 0:

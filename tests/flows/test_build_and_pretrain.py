@@ -102,6 +102,15 @@ def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
     assert run.data.params["spec.model"] == "debug-vit" and "dataset.spec_hash" in run.data.params
     assert "prefect.flow_run_id" in run.data.tags
     assert "checkpoint" in {a.path for a in client.list_artifacts(res["run_id"])}
+    # the truth and the provenance: status, code version, spec, the build it read, system metrics
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.source.name"] == "flows/pretrain.py" and len(run.data.tags["mlflow.source.git.commit"]) == 40
+    manifest = json.loads((tiny_build / "manifest.json").read_text())
+    assert run.data.tags["openwit.build.prefect_flow_run_id"] == manifest["prefect_flow_run_id"] != None  # noqa: E711
+    assert {"spec.yaml", "build"} <= {a.path for a in client.list_artifacts(res["run_id"])}
+    assert {"build/manifest.json", "build/datacard.md"} <= {a.path for a in client.list_artifacts(res["run_id"], "build")}
+    assert any(k.startswith("system/cpu") for k in run.data.metrics), sorted(run.data.metrics)
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     mlflow.set_tracking_uri(spec["mlflow"]["tracking_uri"])
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert any(m.source_run_id == res["run_id"] for m in models)  # MLflow 3: the model is a LoggedModel of the run

@@ -45,6 +45,11 @@ def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_worl
     top1 = run.data.metrics["zeroshot/sample-tiny-shape/top1"]
     assert 0 <= top1 <= 1 and "linprobe/sample-tiny-shape/top1" in run.data.metrics
     assert [m.step for m in MlflowClient(uri).get_metric_history(first["run_id"], "zeroshot/sample-tiny-shape/top1")] == [7]
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(first["run_id"], "eval/sample-tiny-shape")}
+    assert {f"eval/sample-tiny-shape/zeroshot-sample-tiny-shape-{x}" for x in ("confusion.png", "per-class.png", "predictions.json")} <= logged
+    table = json.loads(open(mlflow.artifacts.download_artifacts(
+        run_id=first["run_id"], artifact_path="eval/sample-tiny-shape/zeroshot-sample-tiny-shape-predictions.json", tracking_uri=uri)).read())
+    assert table["columns"] == ["image", "true", "predicted", "correct", "top3"] and len(table["data"]) == 24
 
     mtime = caches[0].stat().st_mtime_ns
     second = ev.evaluate(spec={**spec, "run_id": parent})  # into the training run itself, from the cache

@@ -99,3 +99,16 @@ def test_a_build_never_fetches_from_another_server_on_the_world_port(tiny_world,
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_a_batch_that_does_not_split_over_workers_is_refused():
+    import pytest
+
+    from tasks.specs import SpecError, load_spec
+
+    spec = {"kind": "pretrain", "name": "x", "output_dir": "o", "model": "debug-rn", "data": {"build": "b"},
+            "train": {"batch_size": 250, "accum_steps": 2}, "scaling": {"workers": 4}}
+    with pytest.raises(SpecError, match="train.batch_size 250 is not divisible by scaling.workers x train.accum_steps = 8"):
+        load_spec(spec)
+    spec["train"]["batch_size"] = 256
+    assert load_spec(spec).train.batch_size == 256

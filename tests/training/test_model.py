@@ -1,6 +1,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -140,3 +141,38 @@ def test_siglip_trained_checkpoint_round_trip_keeps_its_bias(tmp_path):
     bad = dict(m.state_dict(), logit_scale=torch.zeros(2))
     with pytest.raises(ValueError, match="elsewhere does not fit the model: size mismatch for logit_scale"):
         load_weights(CLIP(c), bad, "elsewhere")
+
+
+def test_the_logit_scale_can_come_back_from_the_cap():
+    """At 100 the scale must still get a gradient (open_clip clamps after the step, not in forward)."""
+    import math
+
+    m = CLIP(cfg("debug-vit"))
+    m.logit_scale.data.fill_(math.log(100))
+    img, txt, scale = m(torch.randn(4, 3, 32, 32), torch.randint(1, 1000, (4, 32)))
+    clip_loss(img, txt, scale).backward()
+    assert m.logit_scale.grad is not None and m.logit_scale.grad.abs().item() > 0
+
+
+def test_suites_run_on_the_model_device():
+    """Evaluation during training feeds the model's device (the CUDA model crashed on CPU inputs)."""
+    from training.eval_data import LabelledSet, run_suite
+    from PIL import Image
+
+    class OnMeta(torch.nn.Module):  # parameters on another device than the CPU batches
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.empty(1, device="meta"))
+
+        def encode_image(self, x):
+            assert x.device.type == "meta"
+            return torch.randn(x.shape[0], 8)
+
+        def encode_text(self, t):
+            assert t.device.type == "meta"
+            return torch.randn(t.shape[0], 8)
+
+    tok = train_bpe(["a red circle", "a blue square"] * 10, vocab_size=300)
+    data = LabelledSet([Image.new("RGB", (32, 32))] * 4, np.array([0, 1, 0, 1]), ["circle", "square"])
+    metrics, _ = run_suite(OnMeta(), tok, {"name": "s", "tasks": ["zeroshot"]}, data, 32)
+    assert 0 <= metrics["zeroshot/s/top1"] <= 1

@@ -120,3 +120,28 @@ def test_open_clip_config_carries_patch_dropout():
     cfg = CLIPConfig.from_dict(preset_dict("debug-vit"))
     cfg.vision.patch_dropout = 0.5
     assert to_open_clip_model(CLIP(cfg)).visual.patch_dropout.prob == 0.5
+
+
+@pytest.mark.parametrize("name", ["debug-vit", "debug-rn", "RN50", "ViT-B-32"])
+def test_initialisation_matches_open_clip(name):
+    """CLIP's init_parameters: every tensor starts with open_clip's spread (std per parameter),
+    the zero-initialised ones (attention biases, each bottleneck's bn3) at zero."""
+    from training.convert import open_clip_config
+
+    cfg = CLIPConfig.from_dict(preset_dict(name))
+    torch.manual_seed(0)
+    ours = to_open_clip(CLIP(cfg).state_dict())
+    mcfg = open_clip_config(cfg)
+    theirs = open_clip.CLIP(mcfg["embed_dim"], mcfg["vision_cfg"], mcfg["text_cfg"], quick_gelu=mcfg.get("quick_gelu", False)).state_dict()
+    checked = 0
+    for k, t in theirs.items():
+        if not t.is_floating_point() or k.endswith(("running_mean", "running_var", "attn_mask")):
+            continue
+        o = ours[k]
+        if t.abs().max() == 0:
+            assert o.abs().max() == 0, f"{k} should start at zero"
+        elif t.numel() >= 256 and t.std() > 0:
+            ratio = (o.std() / t.std()).item()
+            assert 0.85 < ratio < 1.18, f"{k}: std {o.std():.4f} vs open_clip {t.std():.4f}"
+            checked += 1
+    assert checked > 10
