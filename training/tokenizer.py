@@ -78,12 +78,26 @@ class Tokenizer:
         return self.hf.to_str()
 
     @classmethod
-    def load(cls, path: str | Path, context_length: int = 77) -> Tokenizer:
-        return cls(HFTokenizer.from_file(str(path)), context_length)
+    def load(cls, path: str | Path, context_length: int | None = None) -> Tokenizer:
+        """A tokenizer.json; without `context_length`, the context of the model beside it (an
+        exported folder's open_clip_config.json, a checkpoint's config.json), else CLIP's 77."""
+        return cls(HFTokenizer.from_file(str(path)), context_length or _context_beside(Path(path)) or 77)
 
     @classmethod
     def from_json(cls, blob: str, context_length: int = 77) -> Tokenizer:
         return cls(HFTokenizer.from_str(blob), context_length)
+
+
+def _context_beside(path: Path) -> int | None:
+    for name, keys in (("open_clip_config.json", ("model_cfg", "text_cfg", "context_length")), ("config.json", ("context_length",))):
+        f = path.with_name(name)
+        if f.exists():
+            d = json.loads(f.read_text())
+            for k in keys:
+                d = d.get(k) if isinstance(d, dict) else None
+            if isinstance(d, int):
+                return d
+    return None
 
 
 def _captions(shards: Iterable[Path]) -> Iterator[str]:
