@@ -70,6 +70,14 @@ class AddressPolicy:
         return None, host
 
 
+def ip_literal(host: str) -> tuple[str] | None:
+    """(address,) when `host` is an IP address (IPv6 with or without brackets), else None."""
+    try:
+        return (str(ipaddress.ip_address(host.strip("[]"))),)
+    except ValueError:
+        return None
+
+
 async def aiodns_lookup_factory(timeout: float) -> Lookup:
     import aiodns
 
@@ -104,10 +112,8 @@ class Resolver:
 
     async def resolve(self, host: str) -> tuple[str, ...] | str:
         """Addresses of `host` (a literal IP resolves to itself), or "dns_failure" / "dns_timeout"."""
-        try:
-            return (str(ipaddress.ip_address(host.strip("[]"))),)
-        except ValueError:
-            pass
+        if literal := ip_literal(host):
+            return literal
         if host in self.cache:
             return self.cache[host]
         if host in self._pending:  # one lookup per host, however many rows name it
@@ -176,10 +182,8 @@ class ConnectionGuard:
         self.pinned = {h: tuple(a) for h, a in (pinned or {}).items()}
 
     def _addresses(self, host: str) -> tuple[str, ...] | str:
-        try:
-            return (str(ipaddress.ip_address(host.strip("[]"))),)
-        except ValueError:
-            pass
+        if literal := ip_literal(host):
+            return literal
         if host in self.pinned:
             return self.pinned[host]
         try:  # a host the pre-pass did not see (a redirect target): resolved here, then pinned
