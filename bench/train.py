@@ -32,7 +32,7 @@ def flops_per_sample(model, image_size: int) -> float:
 def main() -> None:
     import torch
 
-    from training.data import ShardLoader, load_rows
+    from training.data import ShardLoader
     from training.tokenizer import Tokenizer
     from training.train_loop import param_groups, train_step
 
@@ -42,17 +42,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--loader-threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = torch.bfloat16 if dev.type == "cuda" else None
     build = sample_build()
-    table, _ = load_rows(build)
     model = debug_model(a.model)
     tok = Tokenizer.load(str(build / "tokenizer.json"), model.cfg.text.context_length)
     model = debug_model(a.model, tok.vocab_size, tok.eot_id).to(dev)
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
-    loader = ShardLoader(table, tok, a.image_size, a.batch, 0)
+    loader = ShardLoader(build, tok, a.image_size, a.batch, 0, threads=a.loader_threads, pin_memory=dev.type == "cuda")
     fixed = loader.next_batch()
     for _ in range(3):  # warm up
         train_step(model, opt, [fixed], "clip", dev, amp, 1.0)

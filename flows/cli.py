@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from tasks.specs import REPO_ROOT, SpecError
+from tasks.specs import SpecError, state_dir
 
 
 def _ephemeral_prefect() -> None:
@@ -101,7 +101,7 @@ def cmd_export_open_clip(a) -> int:
     from training import tracking
     from training.convert import export_open_clip
 
-    folder = checkpoint_folder(a.checkpoint, tracking.tracking_uri(None, REPO_ROOT / ".openwit"))
+    folder = checkpoint_folder(a.checkpoint, tracking.tracking_uri(None, state_dir()))
     out = export_open_clip(folder, a.out)
     print(f"{out}: open_clip.create_model_and_transforms('local-dir:{out}') loads it; tokenizer: "
           f"open_clip.get_tokenizer('local-dir:{out}') if it was trained with CLIP's BPE, else "

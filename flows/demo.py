@@ -34,11 +34,18 @@ def _stage_stats(build, stage: str) -> dict:
     return st.to_dict() if st else {}
 
 
+def run_metrics(run_dir) -> dict:
+    """The final evaluation metrics of the MLflow run a pretrain run dir belongs to."""
+    from training.tracking import final_metrics
+
+    id_file = run_dir / "mlflow_run_id"
+    return final_metrics(stack.urls()["mlflow"], id_file.read_text().strip()) if id_file.exists() else {}
+
+
 def summary() -> None:
     build = REPO_ROOT / ".openwit/builds/sample"
     m = json.loads((build / "manifest.json").read_text())
     run_dir = REPO_ROOT / ".openwit/runs/sample"
-    final = run_dir / "final_metrics.json"
     u = stack.urls()
     from flows.build_wit import summary_line
     from tasks.engine import stage_stats
@@ -51,8 +58,8 @@ def summary() -> None:
     b = _stage_stats(build, "balance").get("info", {})
     print(f"balance    : head share {b.get('head_share_before')} -> {b.get('head_share_after')} at t = {b.get('t')}")
     print(f"shards     : {m['totals']['rows']:,} rows in {len(m['shards'])} shards, {m['totals']['bytes'] / 1e6:.1f} MB")
-    if final.exists():
-        res = json.loads(final.read_text())
+    res = run_metrics(run_dir)
+    if res:
         print("zero-shot  :")
         for k, val in sorted(res.items()):
             bar = BARS.get(k)
@@ -80,8 +87,7 @@ def compare(seeds: int = 1) -> None:
             spec["train"]["max_minutes"] = None  # a fair comparison trains every run for the same steps, however slow the machine
             spec["mlflow"]["register_model"] = None
             run_deployment("pretrain/sample", {"spec": spec})
-            f = REPO_ROOT / f".openwit/runs/{name}/final_metrics.json"
-            results[subset].append(json.loads(f.read_text()) if f.exists() else {})
+            results[subset].append(run_metrics(REPO_ROOT / f".openwit/runs/{name}"))
     print(f"\n== make compare: same steps, same number of pairs, seeds 0..{seeds - 1} (MLflow experiment openwit-sample)")
     keys = sorted(k for k in results["balanced"][0] if k.startswith(("zeroshot/", "retrieval/")) and k.endswith(("top1", "recall_at_1")))
 

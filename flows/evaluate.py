@@ -23,25 +23,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.datacard import sha256_file
-from tasks.specs import REPO_ROOT, EvaluateSpec, load_spec, resolve_path
+from tasks.specs import EvaluateSpec, load_spec, state_dir
 from tasks.suites import resolve_suites
-
-
-def checkpoint_folder(ref: str, uri: str) -> Path:
-    """A local folder with config.json + model.safetensors for a path or a models:/ URI."""
-    if not ref.startswith("models:/"):
-        folder = resolve_path(ref)
-        if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"{folder}: not a checkpoint folder (no config.json); give <run_dir>/model or models:/<name>/<version>")
-        return folder
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
-    found = sorted(p.parent for p in local.rglob("model.safetensors") if (p.parent / "config.json").exists())
-    if not found:
-        raise FileNotFoundError(f"{ref}: the registered model holds no openwit checkpoint")
-    return found[0]
+from training.checkpoint import checkpoint_folder  # noqa: F401 - where the CLI and tests find it
 
 
 def source_run_id(folder: Path) -> str | None:
@@ -86,7 +70,7 @@ def evaluate(spec: str | dict[str, Any] = "data_specs/evaluate-sample.yaml") -> 
 
     s: EvaluateSpec = load_spec(spec, EvaluateSpec)
     logger = get_run_logger()
-    uri = tracking.tracking_uri(s.mlflow.tracking_uri, REPO_ROOT / ".openwit")
+    uri = tracking.tracking_uri(s.mlflow.tracking_uri, state_dir())
     suites = resolve_suites(s.suites)
     folder = checkpoint_folder(s.checkpoint, uri)
     weights_sha = sha256_file(folder / "model.safetensors")[:16]
@@ -104,7 +88,7 @@ def evaluate(spec: str | dict[str, Any] = "data_specs/evaluate-sample.yaml") -> 
         client.log_param(run_id, "suites", json.dumps([x["name"] for x in suites]))
     all_metrics, rates = {}, {}
     for suite in suites:
-        metrics, artifacts, rate = evaluate_suite(folder, weights_sha, suite, REPO_ROOT / ".openwit" / "cache" / "class-embeddings")
+        metrics, artifacts, rate = evaluate_suite(folder, weights_sha, suite, state_dir() / "cache" / "class-embeddings")
         for k, v in metrics.items():
             client.log_metric(run_id, k, float(v), step=step)
         log_eval_artifacts(client, run_id, suite["name"], artifacts)

@@ -22,14 +22,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tasks.specs import REPO_ROOT, WorldSpec
+from tasks.specs import REPO_ROOT, WorldSpec, state_dir
 
 BIN = Path(sys.executable).parent
 POOL = "openwit-process"
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("OPENWIT_STATE", REPO_ROOT / ".openwit")).resolve()
 
 
 def ports() -> dict[str, int]:

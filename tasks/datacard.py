@@ -84,7 +84,8 @@ def write_manifest(ctx, shards: list[Path]) -> dict:
     entries = []
     for s in shards:
         meta = pq.read_metadata(s)
-        entries.append({"path": f"shards/{s.name}", "rows": meta.num_rows, "sha256": sha256_file(s), "bytes": s.stat().st_size})
+        entries.append({"path": f"shards/{s.name}", "rows": meta.num_rows, "sha256": sha256_file(s), "bytes": s.stat().st_size,
+                        "row_groups": [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]})  # the loader's units
     dl = stage_stats(ctx.out, "download")
     m = {
         "schema_version": MANIFEST_VERSION, "name": ctx.spec.name, "spec_hash": spec_hash(ctx.spec),

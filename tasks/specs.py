@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO_ROOT / "data_specs"
@@ -197,7 +197,10 @@ class TrainSpec(Strict):
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate at the end only
     max_minutes: float | None = None  # wall-clock budget; training stops cleanly when reached
-    loader_threads: int = 2
+    loader_threads: int = Field(2, ge=1)  # decode+augment threads per worker (Pillow releases the GIL)
+    prefetch_batches: int = Field(2, ge=1)  # batches decoded ahead of the step
+    shuffle_units: int = Field(8, ge=1)  # row groups (1,000 rows) shuffled together: the loader's memory bound
+    patch_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # FLIP: fraction of patch tokens dropped while training (ViT only)
 
 
 class ScalingSpec(Strict):
@@ -205,6 +208,7 @@ class ScalingSpec(Strict):
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = {"CPU": 1}
     address: str | None = None  # None: start a local Ray; "auto" / "ray://...": attach
+    storage_path: str | None = None  # Ray Train checkpoints; None: <output_dir>/ray. On a cluster: shared or cloud storage
     max_failures: int = 3
 
 
@@ -285,6 +289,12 @@ SPEC_KINDS: dict[str, type[Strict]] = {
 
 
 # ----------------------------------------------------------------------------- loading
+def state_dir() -> Path:
+    """Where openwit keeps its state (worlds, MLflow store and artifacts, caches, the local stack):
+    $OPENWIT_STATE, else `.openwit/` in the repository. The one function that decides it."""
+    return Path(os.environ.get("OPENWIT_STATE") or REPO_ROOT / ".openwit").resolve()
+
+
 def resolve_path(p: str | Path, base: Path = REPO_ROOT) -> Path:
     """Spec paths are relative to the repository root (Ray workers change directory)."""
     path = Path(p).expanduser()

@@ -61,5 +61,24 @@ def load_model(folder: str | Path, device: str = "cpu", strict: bool = True) -> 
     return model.to(device).eval(), tok, meta["preprocess"]
 
 
+def checkpoint_folder(ref: str, uri: str) -> Path:
+    """A local folder with config.json + model.safetensors for a path or a models:/ URI."""
+    if not ref.startswith("models:/"):
+        from tasks.specs import resolve_path
+
+        folder = resolve_path(ref)
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"{folder}: not a checkpoint folder (no config.json); give <run_dir>/model or models:/<name>/<version>")
+        return folder
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+    found = sorted(p.parent for p in local.rglob("model.safetensors") if (p.parent / "config.json").exists())
+    if not found:
+        raise FileNotFoundError(f"{ref}: the registered model holds no openwit checkpoint")
+    return found[0]
+
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

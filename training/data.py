@@ -1,23 +1,43 @@
-"""From parquet shards to batches: a per-worker shard reader with CLIP's augmentation.
+"""From parquet shards to batches: a streaming per-worker reader with CLIP's augmentation.
 
-Why not Ray Data: on the CPU machines this runs on, a per-worker reader over row groups keeps
-all decoding in the training process with no object-store copies; it also makes the reading
-position trivial to checkpoint (epoch, index into a seeded permutation). Each worker reads a
-disjoint stride of that permutation, so N workers see every sample once per epoch.
+Memory is bounded by the shuffle window and the prefetch depth, never by the build's size:
+
+- **Units.** The build's row groups (1,000 rows each in shards build-wit writes; listed in the
+  manifest, so no shard footer is opened to plan an epoch), split into slices of at most
+  `unit_rows` rows. Every epoch draws a seeded permutation of all units and worker `rank` takes
+  every `world`-th one: the workers' shares are disjoint and together cover the build once.
+- **Shuffle window.** A worker reads `shuffle_units` units at a time (one *block*), keeps the
+  rows of its subset (`in_balanced` / `in_unbalanced`) and visits them in a seeded random order.
+  Only that block's encoded images are in memory.
+- **Parallel decode, prefetch.** A background thread assembles batches ahead of the training
+  step (`prefetch` batches deep), decoding and augmenting on a pool of `threads` threads (Pillow
+  releases the GIL while it decodes and resizes), and pins them for the GPU when one is used.
+- **Exact position.** The state after a batch is (epoch, block, offset into the block's order)
+  plus the skip counts; the augmentation of each row is seeded by that position, so a resumed
+  worker produces the very batches it would have produced.
+- **Bad records.** A row that fails to decode is counted by exception type and replaced by the
+  next row of the stream: a batch never holds duplicates (they would be false negatives in the
+  contrastive loss) and every worker's batch has the same size.
+
+Epochs are per worker: a worker moves on to its share of the next epoch when its own share is
+done, and a batch may span two epochs. Training is counted in steps, so nothing waits on that.
 
 Augmentation as CLIP trains: random resized crop with scale (0.9, 1.0), CLIP's mean/std.
-A row that fails to decode is skipped and counted, never fatal.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -55,72 +75,195 @@ def center_resize(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.BICUBIC, box=box)
 
 
-def load_rows(build: Path, subset: str = "balanced") -> tuple[pa.Table, dict]:
-    """Captions and image bytes of the build's training shards (the `subset` rows)."""
-    manifest = json.loads((build / "manifest.json").read_text())
-    col = manifest.get("image_column", "jpg")
-    tables = []
-    for s in manifest["shards"]:
-        t = pq.read_table(build / s["path"], columns=["caption", col, "in_balanced", "in_unbalanced", "uid"])
-        tables.append(t.filter(pc.equal(t[f"in_{subset}"], True)))
-    table = pa.concat_tables(tables).rename_columns(["caption", "image", "in_balanced", "in_unbalanced", "uid"])
-    return table, manifest
+class Unit(NamedTuple):
+    """Rows [start, stop) of one row group of one shard: what a worker reads at once."""
+
+    shard: int
+    row_group: int
+    start: int
+    stop: int
+
+
+def list_units(build: Path, manifest: dict, unit_rows: int) -> list[Unit]:
+    """Every unit of the build, in manifest order. Row-group sizes come from the manifest
+    (older builds: from each shard's footer)."""
+    units = []
+    for i, s in enumerate(manifest["shards"]):
+        groups = s.get("row_groups")
+        if groups is None:
+            meta = pq.read_metadata(build / s["path"])
+            groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        for g, n in enumerate(groups):
+            units.extend(Unit(i, g, a, min(n, a + unit_rows)) for a in range(0, n, unit_rows))
+    return units
 
 
 @dataclass
 class LoaderState:
     epoch: int = 0
-    index: int = 0  # position in this epoch's permutation (global, over all workers)
+    block: int = 0  # index of the block (shuffle window) in this worker's share of the epoch
+    offset: int = 0  # rows of that block already taken (decoded or skipped)
     skipped: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> LoaderState:
+        """A checkpoint's position; one written by the old whole-build loader starts the epoch over."""
+        if not d or "block" not in d:
+            return cls(epoch=int((d or {}).get("epoch", 0)), skipped=dict((d or {}).get("skipped", {})))
+        return cls(int(d["epoch"]), int(d["block"]), int(d["offset"]), dict(d.get("skipped", {})))
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "block": self.block, "offset": self.offset, "skipped": dict(self.skipped)}
+
+
+class _Batch(NamedTuple):
+    images: torch.Tensor
+    tokens: torch.Tensor
+    uids: list[str]
+    state: LoaderState  # the position right after this batch
 
 
 class ShardLoader:
     """Yields (images [B,3,S,S], tokens [B,L]) for one worker; state() resumes it exactly."""
 
-    def __init__(self, table: pa.Table, tokenizer: Tokenizer, image_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world: int = 1, state: LoaderState | None = None, augment: bool = True):
-        self.images = table["image"]
-        self.captions = table["caption"].to_pylist()
-        self.n = table.num_rows
+    def __init__(self, build: str | Path, tokenizer: Tokenizer, image_size: int, batch_size: int, seed: int,
+                 rank: int = 0, world: int = 1, state: LoaderState | None = None, augment: bool = True,
+                 subset: str = "balanced", threads: int = 2, prefetch: int = 2, shuffle_units: int = 8,
+                 unit_rows: int = 1000, pin_memory: bool = False):
+        self.build = Path(build)
+        self.manifest = json.loads((self.build / "manifest.json").read_text())
+        self.image_col = self.manifest.get("image_column", "jpg")
+        self.columns = ["caption", self.image_col, f"in_{subset}", "uid"]
         self.tok, self.size, self.bs = tokenizer, image_size, batch_size  # bs: per worker
-        self.seed, self.rank, self.world, self.augment = seed, rank, world, augment
+        self.seed, self.rank, self.world, self.augment, self.subset = seed, rank, world, augment, subset
+        self.shuffle_units, self.prefetch, self.pin = max(1, shuffle_units), max(1, prefetch), pin_memory
+        total = self.manifest["totals"]["rows"]
+        if total < batch_size * world:
+            raise ValueError(f"the build has {total} rows, fewer than one global batch ({batch_size * world}): "
+                             f"lower train.batch_size or build more data")
+        # small builds: slice finer so that every worker gets a share (at least two units each)
+        unit_rows = max(1, min(unit_rows, math.ceil(total / (2 * world))))
+        self.units = list_units(self.build, self.manifest, unit_rows)
         self.st = state or LoaderState()
-        if self.n < batch_size * world:
-            raise ValueError(f"dataset has {self.n} rows, fewer than one global batch ({batch_size * world})")
+        self.last_uids: list[str] = []
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix=f"decode-r{rank}") if threads > 1 else None
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._files: dict[int, pq.ParquetFile] = {}
 
-    def _perm(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+    # -- the stream of rows ---------------------------------------------------------------
+    def _blocks(self, epoch: int) -> list[list[Unit]]:
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.units))
+        share = [self.units[i] for i in perm[self.rank::self.world]]
+        return [share[i:i + self.shuffle_units] for i in range(0, len(share), self.shuffle_units)]
 
-    def state(self) -> LoaderState:
-        return LoaderState(self.st.epoch, self.st.index, dict(self.st.skipped))
+    def _file(self, shard: int) -> pq.ParquetFile:
+        if shard not in self._files:
+            if len(self._files) > 64:  # bound open files on builds with thousands of shards
+                self._files.clear()
+            self._files[shard] = pq.ParquetFile(self.build / self.manifest["shards"][shard]["path"])
+        return self._files[shard]
 
-    def _decode(self, i: int, rng: np.random.Generator) -> np.ndarray | None:
+    def _read_block(self, units: list[Unit]) -> tuple[list[str], list, list[str]]:
+        caps, imgs, uids = [], [], []
+        for u in units:
+            t = self._file(u.shard).read_row_group(u.row_group, columns=self.columns).slice(u.start, u.stop - u.start)
+            t = t.filter(pc.equal(t[f"in_{self.subset}"], True))
+            caps += t["caption"].to_pylist()
+            imgs += t[self.image_col].to_pylist()
+            uids += t["uid"].to_pylist()
+        return caps, imgs, uids
+
+    def _rows(self, st: LoaderState) -> Iterator[tuple[LoaderState, str, bytes, str, np.random.Generator]]:
+        """(position after the row, caption, image bytes, uid, its augmentation RNG), forever."""
+        epoch, block, offset = st.epoch, st.block, st.offset
+        while True:
+            blocks, rows_this_epoch = self._blocks(epoch), 0
+            if not blocks:
+                raise ValueError(f"worker {self.rank} of {self.world} has no rows to read: the build has only "
+                                 f"{len(self.units)} units; use fewer workers")
+            while block < len(blocks):
+                caps, imgs, uids = self._read_block(blocks[block])
+                order = np.random.default_rng([self.seed, epoch, self.rank, block]).permutation(len(caps))
+                rows_this_epoch += len(caps)
+                for k in range(offset, len(order)):
+                    j = order[k]
+                    rng = np.random.default_rng([self.seed, self.rank, epoch, block, k])
+                    yield LoaderState(epoch, block, k + 1), caps[j], imgs[j], uids[j], rng
+                block, offset = block + 1, 0
+            if rows_this_epoch == 0 and st.block == 0 and st.offset == 0:
+                raise ValueError(f"worker {self.rank} found no `{self.subset}` rows in its share of the build")
+            epoch, block, st = epoch + 1, 0, LoaderState()
+
+    def _decode(self, data: bytes, rng: np.random.Generator) -> np.ndarray | str:
         try:
-            img = Image.open(io.BytesIO(self.images[i].as_py()))
+            img = Image.open(io.BytesIO(data))
             img = random_resized_crop(img, self.size, rng) if self.augment else center_resize(img, self.size)
             return to_tensor(img)
         except Exception as e:  # noqa: BLE001 - a bad record is skipped and counted
-            key = type(e).__name__
-            self.st.skipped[key] = self.st.skipped.get(key, 0) + 1
-            return None
+            return type(e).__name__
+
+    def _batches(self) -> Iterator[_Batch]:
+        rows = self._rows(self.st)
+        skipped = dict(self.st.skipped)
+        mapper = self._pool.map if self._pool else map
+        while True:
+            imgs, caps, uids, pos = [], [], [], None
+            while len(imgs) < self.bs:  # a failed record is replaced by the next row, never duplicated
+                take = [next(rows) for _ in range(self.bs - len(imgs))]
+                for (p, cap, _data, uid, _rng), x in zip(take, mapper(lambda r: self._decode(r[2], r[4]), take)):
+                    pos = p
+                    if isinstance(x, str):
+                        skipped[x] = skipped.get(x, 0) + 1
+                    else:
+                        imgs.append(x)
+                        caps.append(cap)
+                        uids.append(uid)
+            images = torch.from_numpy(np.stack(imgs))
+            if self.pin and torch.cuda.is_available():
+                images = images.pin_memory()
+            yield _Batch(images, self.tok(caps), uids, LoaderState(pos.epoch, pos.block, pos.offset, dict(skipped)))
+
+    def _produce(self) -> None:
+        try:
+            for b in self._batches():
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(b, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._queue.put(e)
+
+    # -- the consumer's side --------------------------------------------------------------
+    def state(self) -> LoaderState:
+        return LoaderState(self.st.epoch, self.st.block, self.st.offset, dict(self.st.skipped))
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next per-worker batch; an epoch ends when a full global batch no longer fits."""
-        global_bs = self.bs * self.world
-        if self.st.index + global_bs > self.n:
-            self.st.epoch += 1
-            self.st.index = 0
-        perm = self._perm(self.st.epoch)
-        idx = perm[self.st.index + self.rank * self.bs: self.st.index + (self.rank + 1) * self.bs]
-        rng = np.random.default_rng([self.seed, self.st.epoch, self.st.index, self.rank])
-        self.st.index += global_bs
-        imgs, caps = [], []
-        for i in idx.tolist():
-            x = self._decode(i, rng)
-            if x is not None:
-                imgs.append(x)
-                caps.append(self.captions[i])
-        while len(imgs) < self.bs:  # keep batch shapes equal across workers: repeat if records failed
-            imgs.append(imgs[len(imgs) % max(1, len(imgs))] if imgs else np.zeros((3, self.size, self.size), np.float32))
-            caps.append(caps[len(caps) % max(1, len(caps))] if caps else "")
-        return torch.from_numpy(np.stack(imgs)), self.tok(caps)
+        """The next per-worker batch (prefetched in the background)."""
+        if self._thread is None:
+            self._queue = queue.Queue(maxsize=self.prefetch)
+            self._thread = threading.Thread(target=self._produce, name=f"loader-r{self.rank}", daemon=True)
+            self._thread.start()
+        b = self._queue.get()
+        if isinstance(b, BaseException):
+            raise b
+        self.st, self.last_uids = b.state, b.uids
+        return b.images, b.tokens
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> ShardLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

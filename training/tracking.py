@@ -153,8 +153,6 @@ class WorkerTracker:
             if final:
                 log_eval_artifacts(self.client, self.run_id, suite["name"], artifacts)
         print(f"eval at step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in all_metrics.items()), flush=True)
-        if final:
-            Path(self.cfg["run_dir"], "final_metrics.json").write_text(json.dumps(all_metrics, indent=1))
         return all_metrics
 
     def finish(self, model, tok, run_dir: Path, step: int, skipped: dict) -> None:
@@ -173,3 +171,9 @@ def log_model(cfg: dict, folder: Path) -> None:
                                 code_paths=[str(Path(__file__).parent)],
                                 registered_model_name=cfg.get("register_model"), pip_requirements=["torch", "safetensors", "tokenizers", "ftfy"])
         mlflow.log_artifacts(str(folder), artifact_path="checkpoint")
+
+
+def final_metrics(uri: str, run_id: str) -> dict[str, float]:
+    """A training run's evaluation metrics at their last logged step (the final evaluation)."""
+    run = MlflowClient(uri).get_run(run_id)
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("zeroshot/", "retrieval/", "linprobe/"))}

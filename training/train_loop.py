@@ -4,18 +4,21 @@
 `train_loop_per_worker` on every worker: gloo on CPU, NCCL on GPU. A worker that dies is
 replaced (FailureConfig(max_failures)) and every worker resumes from the last checkpoint:
 model, optimizer, schedule step, data position and RNG state, so the step count is continuous
-and no sample is repeated or skipped. Rerunning the flow for the same run resumes the same way
-from `<run_dir>/checkpoints/latest`.
+and no sample is repeated or skipped. Checkpoints are Ray Train checkpoints: rank 0 attaches the
+state to `ray.train.report`, Ray persists it under `storage_path/<run name>/step-NNNNNNN`
+(`scaling.storage_path`, default `<output_dir>/ray`; shared or cloud storage on a cluster) and
+keeps the last two (CheckpointConfig), and `ray.train.get_checkpoint()` hands it back after a
+failure or when the same run is started again (Ray's run snapshot in storage). The last
+checkpoint carries the final zero-shot metrics, which are the Result's metrics.
 
 Paths in `config` are absolute: Ray Train V2 workers change directory.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -26,7 +29,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from training.checkpoint import load_weights
-from training.data import LoaderState, ShardLoader, load_rows
+from training.data import LoaderState, ShardLoader
 from training.loss import clip_loss, siglip_loss
 from training.model import CLIP, CLIPConfig
 from training.tokenizer import Tokenizer
@@ -50,31 +53,36 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
     return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_state(run_dir: Path, step: int, model, opt, loader: ShardLoader, extra: dict) -> Path:
-    """Write checkpoints/step-N atomically and point `latest` at it."""
-    ck = run_dir / "checkpoints"
-    ck.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ck, prefix=".tmp-"))
-    st = loader.state()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "loader": {"epoch": st.epoch, "index": st.index, "skipped": st.skipped},
-                "rng": rng_state(), "extra": extra}, tmp / "state.pt")
-    final = ck / f"step-{step:07d}"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    (ck / "latest.tmp").write_text(final.name)
-    (ck / "latest.tmp").rename(ck / "latest")
-    for old in sorted(ck.glob("step-*"))[:-2]:  # keep the last two
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+def state_checkpoint(folder: Path, step: int, model, opt, loader: ShardLoader, extra: dict) -> Path:
+    """The training state as one torch file (plain tensors and dicts: it loads with weights_only=True)."""
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "loader": loader.state().to_dict(),
+                "rng": rng_state(), "extra": extra}, folder / "state.pt")
+    return folder
 
 
-def _load_state(run_dir: Path) -> dict | None:
-    latest = run_dir / "checkpoints" / "latest"
-    if not latest.exists():
+def report(metrics: dict, rank: int, step: int | None = None, model=None, opt=None, loader=None, extra: dict | None = None) -> None:
+    """ray.train.report on every worker (it is a barrier); with `step`, rank 0 attaches the training
+    state as a Ray Train checkpoint, which Ray persists to storage_path and prunes (num_to_keep)."""
+    import ray.train
+
+    if step is None or rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="openwit-ckpt-") as d:
+        state_checkpoint(Path(d), step, model, opt, loader, extra or {})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=f"step-{step:07d}")
+
+
+def load_checkpoint() -> dict | None:
+    """The latest checkpoint Ray Train knows for this run: after a worker failure, or when the
+    same run (storage_path/name) is started again."""
+    import ray.train
+
+    ck = ray.train.get_checkpoint()
+    if ck is None:
         return None
-    return torch.load(run_dir / "checkpoints" / latest.read_text().strip() / "state.pt", weights_only=True, map_location="cpu")
+    with ck.as_directory() as d:
+        return torch.load(Path(d) / "state.pt", weights_only=True, map_location="cpu")
 
 
 def rng_state() -> dict:
@@ -110,12 +118,15 @@ def train_step(model, opt, micro: list[tuple[torch.Tensor, torch.Tensor]], loss_
         with torch.no_grad(), ac:
             cache = [model(i.to(device), t.to(device))[:2] for i, t in micro]
         for j, (img, txt) in enumerate(micro):
-            with ac:
-                fi, ft, s = model(img.to(device), txt.to(device))
-                all_i = torch.cat([c[0] if k != j else fi for k, c in enumerate(cache)]).float()
-                all_t = torch.cat([c[1] if k != j else ft for k, c in enumerate(cache)]).float()
-                loss = lossf(all_i, all_t, s)
-            loss.backward()
+            # DDP all-reduces gradients on the last micro-batch only (open_clip's accum_freq does the same)
+            sync = j == len(micro) - 1 or not hasattr(model, "no_sync")
+            with (contextlib.nullcontext() if sync else model.no_sync()):
+                with ac:
+                    fi, ft, s = model(img.to(device), txt.to(device))
+                    all_i = torch.cat([c[0] if k != j else fi for k, c in enumerate(cache)]).float()
+                    all_t = torch.cat([c[1] if k != j else ft for k, c in enumerate(cache)]).float()
+                    loss = lossf(all_i, all_t, s)
+                loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
@@ -155,28 +166,29 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(tr["seed"] + rank)
     opt = torch.optim.AdamW(param_groups(model, tr["weight_decay"]), lr=tr["lr"], betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])
 
-    state = _load_state(run_dir)
+    state = load_checkpoint()
     step, loader_state, trained_s, finished = 0, None, 0.0, False
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        loader_state = LoaderState(**state["loader"])
+        loader_state = LoaderState.from_dict(state["loader"])
         set_rng_state(state["rng"])
         trained_s = float(state["extra"].get("train_seconds", 0.0))  # the time budget spans restarts
         finished = bool(state["extra"].get("finished", False))  # training ended; only evaluation was left
         if rank == 0:
-            print(f"resuming from step {step} (epoch {loader_state.epoch}, index {loader_state.index})", flush=True)
-    table, _manifest = load_rows(Path(config["build"]), config["subset"])
+            print(f"resuming from step {step} (epoch {loader_state.epoch}, block {loader_state.block}, row {loader_state.offset})", flush=True)
     per_worker = tr["batch_size"] // (world * tr["accum_steps"])
-    loader = ShardLoader(table, tok, config["image_size"], per_worker, tr["seed"], rank, world, loader_state)
+    loader = ShardLoader(config["build"], tok, config["image_size"], per_worker, tr["seed"], rank, world, loader_state,
+                         subset=config["subset"], threads=tr["loader_threads"], prefetch=tr["prefetch_batches"],
+                         shuffle_units=tr["shuffle_units"], pin_memory=device.type == "cuda")
     train_model = ray.train.torch.prepare_model(model) if world > 1 else model
     if tr["compile"]:
         train_model = torch.compile(train_model)
 
     tracker = tracking.WorkerTracker(config["mlflow"]) if rank == 0 else None
     kill_at = int(os.environ.get("OPENWIT_TEST_KILL_AT_STEP", "-1"))
-    t_start, wait, t_window, n_window = time.time() - trained_s, 0.0, time.time(), 0
+    t_start, wait, t_window, n_window, paused = time.time() - trained_s, 0.0, time.time(), 0, 0.0
     while step < tr["steps"] and not finished:
         t0 = time.time()
         micro = [loader.next_batch() for _ in range(tr["accum_steps"])]
@@ -196,23 +208,32 @@ def train_loop_per_worker(config: dict) -> None:
                        "train/epoch": loader.st.epoch}
             if tracker:
                 tracker.log_metrics(metrics, step)
-                print(f"step {step}/{tr['steps']} loss {metrics['train/loss']:.3f} {metrics['train/samples_per_s']:.0f} samples/s", flush=True)
+                print(progress_line(step, tr["steps"], metrics, time.time() - t_start - paused), flush=True)
             t_window, wait, n_window = time.time(), 0.0, 0
         stop = _out_of_time(t_start, tr.get("max_minutes"), world, device)
-        if step % tr["checkpoint_every"] == 0 or step == tr["steps"] or stop:
-            if rank == 0:
-                _save_state(run_dir, step, model, opt, loader, {"skipped_records": loader.st.skipped, "train_seconds": time.time() - t_start,
-                                                                "finished": bool(stop or step == tr["steps"])})
-            if world > 1:
-                dist.barrier()
-            ray.train.report({"step": step, "loss": loss.item()})
+        if step % tr["checkpoint_every"] == 0 and step < tr["steps"] and not stop:  # the last one comes with the final metrics
+            report({"step": step, "train/loss": loss.item()}, rank, step, model, opt, loader,
+                   {"train_seconds": time.time() - t_start, "finished": False})
         if tracker and tr["eval_every"] and step % tr["eval_every"] == 0 and step < tr["steps"]:
+            t0 = time.time()
             tracker.evaluate(model, tok, config["eval_suites"], config["image_size"], step)
+            paused += time.time() - t0
         if stop:
             break
+    loader.close()
+    final = {"step": step}
     if tracker:
-        tracker.evaluate(model, tok, config["eval_suites"], config["image_size"], step, final=True)
+        final.update(tracker.evaluate(model, tok, config["eval_suites"], config["image_size"], step, final=True))
         tracker.finish(model, tok, run_dir, step, loader.st.skipped)
+    # the last checkpoint carries the final metrics (the Result's metrics); a rerun of a finished
+    # run only evaluates again and keeps the checkpoint it had
+    report(final, rank, None if finished else step, model, opt, loader, {"train_seconds": time.time() - t_start, "finished": True})
+
+
+def progress_line(step: int, total: int, m: dict, elapsed: float) -> str:
+    eta = elapsed / max(step, 1) * (total - step)
+    return (f"step {step}/{total} ({100 * step / total:.0f}%) loss {m['train/loss']:.3f} {m['train/samples_per_s']:.0f} samples/s "
+            f"data-wait {100 * m['train/data_wait_fraction']:.0f}% eta {int(eta // 60)}m{int(eta % 60):02d}s")
 
 
 def _out_of_time(t_start: float, max_minutes: float | None, world: int, device) -> bool:
@@ -224,25 +245,30 @@ def _out_of_time(t_start: float, max_minutes: float | None, world: int, device) 
 
 
 def run_training(config: dict, scaling: dict, ray_address: str | None, storage: str) -> dict:
-    """Start (or attach to) Ray and run the TorchTrainer; returns the last reported metrics."""
+    """Start (or attach to) Ray and run the TorchTrainer; returns the final metrics (those of the
+    last checkpoint). Checkpoints live in `storage`/<run name> (shared or cloud storage on a
+    cluster); Ray Train keeps the last two and resumes from the latest when the same run starts again."""
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     started_here = not ray.is_initialized()
     if started_here:
+        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")},
+               "worker_process_setup_hook": "training.train_loop.quiet_ray_logs"}
         if ray_address:
-            ray.init(address=ray_address)
+            ray.init(address=ray_address, runtime_env=env)
         else:
             ray.init(num_cpus=max(2, int(scaling["workers"] * scaling["resources_per_worker"].get("CPU", 1))) + 1,
-                     include_dashboard=False, runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")}})
+                     include_dashboard=False, runtime_env=env)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if scaling["use_gpu"] else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling["workers"], use_gpu=scaling["use_gpu"],
                                      resources_per_worker=scaling["resources_per_worker"]),
         run_config=RunConfig(name=config["run_name"], storage_path=storage,
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=scaling["max_failures"])),
     )
     try:
@@ -253,7 +279,16 @@ def run_training(config: dict, scaling: dict, ray_address: str | None, storage: 
     return dict(result.metrics or {})
 
 
-def read_final(run_dir: Path) -> dict:
-    f = run_dir / "final_metrics.json"
-    return json.loads(f.read_text()) if f.exists() else {}
+def quiet_ray_logs() -> None:
+    """Ray workers' setup hook. Without a dashboard (the local single-node Ray this flow starts has
+    none) Ray Train's PlacementGroupCleaner cannot reach the State API and warns every few
+    seconds that it cannot; the warning says nothing about training."""
+    import logging
 
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def latest_checkpoint(storage: Path, run_name: str) -> Path | None:
+    """The newest checkpoint folder Ray Train kept for a run (None before the first one)."""
+    found = sorted((storage / run_name).glob("step-*"))
+    return found[-1] if found else None

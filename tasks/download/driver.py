@@ -208,6 +208,9 @@ def run_img2dataset(out_dir: Path, spec: DownloadSpec, guard_env: dict[str, str]
         os.environ.update(saved)
 
 
+ROW_GROUP_ROWS = 1000  # ~1-15 MB of images per row group: what a training worker reads at once
+
+
 def write_training_shards(out_dir: Path, shard_dir: Path, guard: ConnectionGuard) -> Stats:
     """Successful rows of every complete raw shard -> shards/NNNNN.parquet; failures by reason."""
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -236,8 +239,8 @@ def write_training_shards(out_dir: Path, shard_dir: Path, guard: ConnectionGuard
             continue
         ids = pa.array([json.loads(s) for s in ok["entry_ids_json"].to_pylist()], pa.list_(pa.int64()))
         ok = ok.drop(["entry_ids_json"]).append_column("entry_ids", ids)
-        with atomic(target) as tmp:
-            pq.write_table(ok, tmp)
+        with atomic(target) as tmp:  # row groups are the training loader's unit of reading
+            pq.write_table(ok, tmp, row_group_size=ROW_GROUP_ROWS)
     return stats
 
 

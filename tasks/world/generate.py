@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.specs import REPO_ROOT, WorldSpec
+from tasks.specs import WorldSpec, state_dir
 from tasks.world import web, wiki
 from tasks.world.concepts import BACKGROUNDS, COLOURS, SHAPES, SIZES
 from tasks.world.render import encode, render
@@ -39,7 +38,7 @@ WORLD_VERSION = 3  # 2: redirect specials, 3: an empty body
 
 
 def world_dir(spec: WorldSpec, root: Path | None = None) -> Path:
-    root = root or Path(os.environ.get("OPENWIT_STATE") or REPO_ROOT / ".openwit") / "worlds"
+    root = root or state_dir() / "worlds"
     return root / f"{spec.size}-s{spec.seed}-{spec.host}-{spec.port}"
 
 

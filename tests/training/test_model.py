@@ -176,3 +176,45 @@ def test_suites_run_on_the_model_device():
     data = LabelledSet([Image.new("RGB", (32, 32))] * 4, np.array([0, 1, 0, 1]), ["circle", "square"])
     metrics, _ = run_suite(OnMeta(), tok, {"name": "s", "tasks": ["zeroshot"]}, data, 32)
     assert 0 <= metrics["zeroshot/s/top1"] <= 1
+
+
+def test_gradient_accumulation_all_reduces_once_per_step(tmp_path):
+    """DDP syncs gradients on the last micro-batch only (no_sync on the others), as open_clip's accum_freq."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from training.train_loop import param_groups, train_step
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = CLIP(cfg("debug-vit"))
+        ddp = DDP(model)
+        calls = []
+
+        def hook(state, bucket):
+            calls.append(bucket.index())
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        ddp.register_comm_hook(None, hook)
+        micro = [(torch.randn(4, 3, 32, 32), torch.randint(1, 1000, (4, 32))) for _ in range(3)]
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=0.0)
+        train_step(ddp, opt, micro, "clip", torch.device("cpu"), None, None)
+        per_sync = len(set(calls))
+        assert per_sync >= 1 and len(calls) == per_sync  # one all-reduce of each bucket per optimizer step, not three
+    finally:
+        dist.destroy_process_group()
+
+
+def test_patch_dropout_is_set_from_the_spec():
+    from tasks.specs import PretrainSpec
+    from training.run import model_config
+
+    base = {"kind": "pretrain", "name": "x", "output_dir": "x", "data": {"build": "b"}}
+    spec = PretrainSpec.model_validate({**base, "model": "debug-vit", "train": {"patch_dropout": 0.5}})
+    m = CLIP(CLIPConfig.from_dict(model_config(spec)))
+    assert m.visual.patch_dropout == 0.5
+    with pytest.raises(ValueError, match="ResNet image tower"):
+        model_config(PretrainSpec.model_validate({**base, "model": "debug-rn", "train": {"patch_dropout": 0.5}}))
