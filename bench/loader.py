@@ -128,7 +128,7 @@ def main() -> None:
     small, large = (int(x) for x in a.sizes.split(","))
     t0 = time.perf_counter()
     builds = {n: synthetic_build(n, 64) for n in (small, large)}
-    big_px = synthetic_build(4000, 256)
+    big_px = synthetic_build(8000, 256)
     print(f"synthetic builds ready in {time.perf_counter() - t0:.0f}s", flush=True)
 
     rows = []

@@ -266,9 +266,15 @@ class SuiteSpec(Strict):
     kind: Literal["eval-suite"] = "eval-suite"
     name: str
     source: SuiteSource
-    classnames: list[str] | None = None  # None: folder names / the source's own
+    # None: folder names / the source's own; ImageNet: OpenAI's curated names (as open_clip and
+    # clip_benchmark use), or `wordnet` for each synset's first lemma
+    classnames: list[str] | Literal["wordnet"] | None = None
     templates: list[str] | Literal["openai_imagenet", "cifar", "simple"] = "simple"
     tasks: list[Literal["zeroshot", "retrieval", "linear_probe"]] = ["zeroshot"]
+    # linear_probe: the split the probe is trained on (clip_benchmark's protocol). Without one the
+    # probe is fitted on a seeded half of `source` and tested on the other half, logged as
+    # linprobe_heldout/<suite>/... since it is not comparable with published probes
+    train_source: SuiteSource | None = None
 
 
 class EvaluateSpec(Strict):

@@ -8,18 +8,23 @@ from tasks.specs import SuiteSpec, load_spec, resolve_path
 def resolve_suite(path_or_spec) -> dict:
     s: SuiteSpec = load_spec(path_or_spec, SuiteSpec) if not isinstance(path_or_spec, SuiteSpec) else path_or_spec
     d = s.model_dump(mode="json")
-    src = d["source"]
+    _resolve_source(d["source"], s.source)
+    if s.train_source:
+        _resolve_source(d["train_source"], s.train_source)
+    return d
+
+
+def _resolve_source(src: dict, spec) -> None:
     if src["path"].startswith("world:"):
         from tasks.specs import WorldSpec
         from tasks.world.generate import ensure_world
 
-        world = ensure_world(s.source.world or WorldSpec(), log=lambda *_: None)
+        world = ensure_world(spec.world or WorldSpec(), log=lambda *_: None)
         src["path"] = str(world / src["path"].removeprefix("world:"))
     else:
         src["path"] = str(resolve_path(src["path"]))
     if src.get("synset_map"):
         src["synset_map"] = str(resolve_path(src["synset_map"]))
-    return d
 
 
 def resolve_suites(paths: list) -> list[dict]:

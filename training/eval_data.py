@@ -59,12 +59,23 @@ def load_cifar(path: Path, hundred: bool = False, max_images: int | None = None)
     return _cap(LabelledSet([Image.fromarray(a) for a in data], labels, [n.replace("_", " ") for n in names]), max_images)
 
 
-def load_imagenet(path: Path, synset_map: Path, max_images: int | None = None) -> LabelledSet:
+OPENAI_IMAGENET_CLASSNAMES = Path(__file__).with_name("metadata") / "imagenet_classnames_openai.txt"
+
+
+def load_imagenet(path: Path, synset_map: Path, max_images: int | None = None, wordnet_names: bool = False) -> LabelledSet:
+    """ImageNet-1k in <wnid>/ folders. Class names: OpenAI's curated list (the one open_clip and
+    clip_benchmark use, in wnid order; the WordNet first lemmas collide, e.g. two "crane"s), or
+    with `wordnet_names` the first lemma of each synset in `synset_map`."""
     wnids, names = [], []
     for line in synset_map.read_text().splitlines():
         wnid, rest = line.split(" ", 1)
         wnids.append(wnid)
         names.append(rest.split(",")[0].strip())
+    if not wordnet_names:
+        if len(wnids) != 1000 or wnids != sorted(wnids):
+            raise ValueError(f"{synset_map}: OpenAI's class names need the 1,000 ImageNet-1k synsets in wnid order "
+                             f"({len(wnids)} found); set `classnames: wordnet` in the suite to use WordNet lemmas")
+        names = OPENAI_IMAGENET_CLASSNAMES.read_text().splitlines()
     images, labels = [], []
     for c, w in enumerate(wnids):
         files = sorted((path / w).glob("*")) if (path / w).is_dir() else []
@@ -119,7 +130,7 @@ def sample_predictions(feats: torch.Tensor, labels: torch.Tensor, cls: torch.Ten
 
 @torch.no_grad()
 def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None,
-              model_key: str | None = None) -> tuple[dict, dict]:
+              model_key: str | None = None, train_data: LabelledSet | None = None) -> tuple[dict, dict]:
     """Metrics `{<task>/<suite>/<metric>: value}` and artifacts `{name: object}` for one suite.
 
     `cache` maps (model_key, suite name) to the suite's class embeddings; pass a key that names
@@ -136,7 +147,7 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
     if "zeroshot" in tasks and data.classnames:
         templates = suite.get("templates", "simple")
         templates = TEMPLATE_SETS[templates] if isinstance(templates, str) else templates
-        classnames = suite.get("classnames") or data.classnames
+        classnames = suite["classnames"] if isinstance(suite.get("classnames"), list) else data.classnames
         key = (model_key or id(model), name)
         if cache is not None and key in cache:
             cls = cache[key]
@@ -155,9 +166,18 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
         txt = torch.cat([torch.nn.functional.normalize(enc_text(caps[i:i + 256]).float(), dim=-1) for i in range(0, len(caps), 256)])
         metrics.update({f"retrieval/{name}/{k}": v for k, v in retrieval_metrics(feats, txt, owner).items()})
     if "linear_probe" in tasks and data.classnames:
+        if train_data is None and suite.get("train_source"):
+            from training.eval_report import suite_data
+
+            train_data = suite_data(suite, "train")
         X, y = feats.numpy(), labels.numpy()
-        idx = np.random.default_rng(0).permutation(len(y))
-        cut = len(y) // 2
-        lp = linear_probe(X[idx[:cut]], y[idx[:cut]], X[idx[cut:]], y[idx[cut:]])
-        metrics[f"linprobe/{name}/top1"] = lp["top1"]
+        if train_data is not None:  # clip_benchmark's protocol: fit on the train split, test on this one
+            tX, ty = image_features(enc_image, batches(train_data.images, train_data.labels, image_size))
+            lp, prefix = linear_probe(tX.numpy(), ty.numpy(), X, y), f"linprobe/{name}"
+        else:  # no train split: a seeded half of this set, reported under its own name
+            idx = np.random.default_rng(0).permutation(len(y))
+            cut = len(y) // 2
+            lp, prefix = linear_probe(X[idx[:cut]], y[idx[:cut]], X[idx[cut:]], y[idx[cut:]]), f"linprobe_heldout/{name}"
+        metrics.update({f"{prefix}/{k}": v for k, v in lp.items() if k in ("top1", "top5", "mean_per_class_recall")})
+        metrics[f"{prefix}/weight_decay"] = lp["weight_decay"]
     return metrics, artifacts

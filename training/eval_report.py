@@ -12,10 +12,11 @@ from training.eval_data import LabelledSet, load_cifar, load_imagefolder, load_i
 _CACHE: dict[str, LabelledSet] = {}
 
 
-def suite_data(suite: dict) -> LabelledSet:
-    """Load (and memoise per process) the dataset a resolved suite dict names."""
-    src = suite["source"]
-    key = json.dumps(src, sort_keys=True)
+def suite_data(suite: dict, split: str = "test") -> LabelledSet:
+    """Load (and memoise per process) the dataset a resolved suite dict names: its `source`, or
+    with split="train" its `train_source` (the linear probe's training split)."""
+    src = suite["train_source"] if split == "train" else suite["source"]
+    key = json.dumps([src, suite.get("classnames")], sort_keys=True)
     if key not in _CACHE:
         path, kind, n = Path(src["path"]), src["kind"], src.get("max_images")
         if kind in ("imagefolder", "world"):
@@ -23,10 +24,10 @@ def suite_data(suite: dict) -> LabelledSet:
         elif kind in ("cifar10", "cifar100"):
             data = load_cifar(path, kind == "cifar100", n)
         elif kind == "imagenet":
-            data = load_imagenet(path, Path(src["synset_map"]), n)
+            data = load_imagenet(path, Path(src["synset_map"]), n, wordnet_names=suite.get("classnames") == "wordnet")
         else:
             data = load_parquet(path, src.get("image_col", "image"), src.get("label_col", "label"),
-                                src.get("caption_col", "caption"), suite.get("classnames"), n)
+                                src.get("caption_col", "caption"), suite["classnames"] if isinstance(suite.get("classnames"), list) else None, n)
         _CACHE[key] = data
     return _CACHE[key]
 

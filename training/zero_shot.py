@@ -4,7 +4,8 @@ Classification: for each class, embed every prompt template filled with the clas
 L2-normalise, average, renormalise; classify an image by cosine similarity to the class
 embeddings. Metrics: top-1, top-5 and mean per-class recall. Retrieval: recall@k both ways,
 where an image with several captions is found when any of them is in the top k. Linear probe:
-logistic regression on frozen image features, its regularisation picked on a validation split.
+clip_benchmark's protocol (a linear layer on L2-normalised frozen image features, its weight
+decay searched on a validation part of the train split, then tested on the test split).
 Metric names are stable (`zeroshot/<suite>/top1`, ...), so runs line up in the MLflow UI.
 """
 
@@ -110,6 +111,11 @@ def retrieval_metrics(img_ND: torch.Tensor, txt_MD: torch.Tensor, txt_owner_M: t
 def _train_probe(X: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: float, lr: float, epochs: int,
                  batch_size: int, seed: int) -> torch.nn.Linear:
     """clip_benchmark's probe: one linear layer, AdamW, cosine learning rate without warmup."""
+    with torch.inference_mode(False), torch.enable_grad():  # callers evaluate under no_grad / inference_mode
+        return _fit(X.clone(), y.clone(), n_classes, weight_decay, lr, epochs, batch_size, seed)
+
+
+def _fit(X, y, n_classes, weight_decay, lr, epochs, batch_size, seed) -> torch.nn.Linear:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = torch.nn.Linear(X.shape[1], n_classes)
@@ -138,6 +144,11 @@ def linear_probe(train_X: np.ndarray, train_y: np.ndarray, test_X: np.ndarray, t
     weight decay among 97 values log-spaced over [1e-6, 1e2]: 7 evenly spaced first, then a
     binary refinement around the best (spans 8, 4, 2, 1). The probe is then trained on the
     whole train split with that weight decay and tested on the test split."""
+    with torch.inference_mode(False):
+        return _linear_probe(train_X, train_y, test_X, test_y, val_proportion, lr, epochs, batch_size, seed)
+
+
+def _linear_probe(train_X, train_y, test_X, test_y, val_proportion, lr, epochs, batch_size, seed) -> dict[str, float]:
     Xtr = F.normalize(torch.as_tensor(train_X, dtype=torch.float32), dim=-1)
     Xte = F.normalize(torch.as_tensor(test_X, dtype=torch.float32), dim=-1)
     ytr, yte = torch.as_tensor(train_y, dtype=torch.long), torch.as_tensor(test_y, dtype=torch.long)

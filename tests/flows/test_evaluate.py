@@ -22,7 +22,7 @@ def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_worl
 
     world, _port, _ = tiny_world
     monkeypatch.setattr(generate, "world_dir", lambda s, root=None: world)
-    monkeypatch.setattr(ev, "REPO_ROOT", tmp_path)  # the cache lands under tmp_path/.openwit
+    monkeypatch.setenv("OPENWIT_STATE", str(tmp_path / ".openwit"))  # the cache lands under tmp_path/.openwit
     cfg = CLIPConfig.from_dict(json.loads((REPO / "training/model_configs/debug-vit.json").read_text()))
     tok = train_bpe([f"a photo of a {s}." for s in ("circle", "square", "star", "ring")] * 20, vocab_size=300)
     tok.context_length = cfg.text.context_length
@@ -43,7 +43,7 @@ def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_worl
     run = MlflowClient(uri).get_run(first["run_id"])
     assert run.data.tags["mlflow.parentRunId"] == parent  # nested under the training run
     top1 = run.data.metrics["zeroshot/sample-tiny-shape/top1"]
-    assert 0 <= top1 <= 1 and "linprobe/sample-tiny-shape/top1" in run.data.metrics
+    assert 0 <= top1 <= 1 and "linprobe_heldout/sample-tiny-shape/top1" in run.data.metrics
     assert [m.step for m in MlflowClient(uri).get_metric_history(first["run_id"], "zeroshot/sample-tiny-shape/top1")] == [7]
     logged = {a.path for a in MlflowClient(uri).list_artifacts(first["run_id"], "eval/sample-tiny-shape")}
     assert {f"eval/sample-tiny-shape/zeroshot-sample-tiny-shape-{x}" for x in ("confusion.png", "per-class.png", "predictions.json")} <= logged

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -55,5 +57,49 @@ def test_real_cifar10_imagefolder_with_cifar_templates():
     torch.manual_seed(0)
     metrics, artifacts = run_suite(CLIP(c), tok, {"name": "cifar10-1000", "templates": "cifar", "tasks": ["zeroshot", "linear_probe"]}, data, 32)
     assert set(metrics) == {"zeroshot/cifar10-1000/top1", "zeroshot/cifar10-1000/top5", "zeroshot/cifar10-1000/mean_per_class_recall",
-                            "linprobe/cifar10-1000/top1"}
+                            "linprobe_heldout/cifar10-1000/top1", "linprobe_heldout/cifar10-1000/top5",
+                            "linprobe_heldout/cifar10-1000/mean_per_class_recall", "linprobe_heldout/cifar10-1000/weight_decay"}
     assert artifacts["zeroshot-cifar10-1000-confusion"][0].sum() == 1000
+
+
+def test_linear_probe_follows_clip_benchmark_protocol():
+    """Fitted on the train split with a weight decay chosen on a held-out part of it, tested on
+    the test split: labels that carry no information in the train split give chance on test."""
+    from training.zero_shot import linear_probe
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 16))
+
+    def split(n):
+        y = rng.integers(0, 5, n)
+        return centres[y] + 0.6 * rng.normal(size=(n, 16)), y
+
+    (trX, trY), (teX, teY) = split(400), split(200)
+    good = linear_probe(trX, trY, teX, teY)
+    assert good["top1"] > 0.9 and good["mean_per_class_recall"] > 0.9
+    assert good["weight_decay"] in np.logspace(-6, 2, num=97).tolist()
+    noise = linear_probe(trX, rng.permutation(trY), teX, teY)
+    assert noise["top1"] < 0.45  # chance is 0.2: the probe really is trained on the train split
+
+
+def test_imagenet_uses_openai_classnames(tmp_path):
+    import ast
+    import importlib.util
+
+    from training.eval_data import OPENAI_IMAGENET_CLASSNAMES, load_imagenet
+
+    ours = OPENAI_IMAGENET_CLASSNAMES.read_text().splitlines()
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None:  # the anchor: open_clip's zero_shot_metadata.IMAGENET_CLASSNAMES (read, not imported: it needs torchvision)
+        src = Path(spec.submodule_search_locations[0], "zero_shot_metadata.py").read_text()
+        theirs = next(ast.literal_eval(n.value) for n in ast.parse(src).body
+                      if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "IMAGENET_CLASSNAMES")
+        assert ours == list(theirs)
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    lemmas = ["crane" if i in (134, 517) else f"thing{i}" for i in range(1000)]  # WordNet's two cranes
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("\n".join(f"{w} {n}, other" for w, n in zip(wnids, lemmas)))
+    (tmp_path / "val").mkdir()
+    names = load_imagenet(tmp_path / "val", synsets).classnames
+    assert (names[134], names[517]) == ("crane bird", "construction crane")
+    assert load_imagenet(tmp_path / "val", synsets, wordnet_names=True).classnames[517] == "crane"
