@@ -209,6 +209,7 @@ class ScalingSpec(Strict):
     resources_per_worker: dict[str, float] = {"CPU": 1}
     address: str | None = None  # None: start a local Ray; "auto" / "ray://...": attach
     storage_path: str | None = None  # Ray Train checkpoints; None: <output_dir>/ray. On a cluster: shared or cloud storage
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # Ray's, for the workers' bundles
     max_failures: int = 3
 
 

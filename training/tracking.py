@@ -136,6 +136,10 @@ class WorkerTracker:
             self._sysmon = None
         self.cache: dict = {}
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
     def log_metrics(self, metrics: dict, step: int) -> None:
         for k, v in metrics.items():
             self.client.log_metric(self.run_id, k, float(v), step=step)

@@ -187,6 +187,12 @@ def train_loop_per_worker(config: dict) -> None:
         train_model = torch.compile(train_model)
 
     tracker = tracking.WorkerTracker(config["mlflow"]) if rank == 0 else None
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1:
+        nodes = [None] * world
+        dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    if tracker:  # where the workers ran (a cluster's nodes), for the run's record
+        tracker.set_tags({"ray.worker_nodes": ",".join(nodes), "ray.num_nodes": str(len(set(nodes)))})
     kill_at = int(os.environ.get("OPENWIT_TEST_KILL_AT_STEP", "-1"))
     t_start, wait, t_window, n_window, paused = time.time() - trained_s, 0.0, time.time(), 0, 0.0
     while step < tr["steps"] and not finished:
@@ -266,7 +272,8 @@ def run_training(config: dict, scaling: dict, ray_address: str | None, storage: 
         train_loop_per_worker, train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if scaling["use_gpu"] else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling["workers"], use_gpu=scaling["use_gpu"],
-                                     resources_per_worker=scaling["resources_per_worker"]),
+                                     resources_per_worker=scaling["resources_per_worker"],
+                                     placement_strategy=scaling.get("placement_strategy", "PACK")),
         run_config=RunConfig(name=config["run_name"], storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=scaling["max_failures"])),
