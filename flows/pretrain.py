@@ -11,6 +11,7 @@ Rerunning the flow for the same `output_dir` resumes from the last checkpoint.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,33 @@ from training.run import FlowRunInfo, prefect_ui_url, prepare_run
 
 @task(name="train", retries=0)
 def train(config: dict, scaling: dict, address: str | None) -> dict:
+    """Ray Train on the workers; their progress lines (step, loss, samples/s, data-wait, ETA)
+    reach the terminal through Ray and the Prefect logs through this task."""
     from training.train_loop import run_training
 
-    return run_training(config, scaling, address, config["storage"])
+    stop = threading.Event()
+    relay = threading.Thread(target=_relay_progress, args=(Path(config["run_dir"]) / "progress.log", get_run_logger(), stop), daemon=True)
+    relay.start()
+    try:
+        return run_training(config, scaling, address, config["storage"])
+    finally:
+        stop.set()
+        relay.join(timeout=5)
+
+
+def _relay_progress(path: Path, logger, stop: threading.Event, every: float = 2.0) -> None:
+    """Log the lines rank 0 appends to `progress.log` (from where the file ends now)."""
+    pos = path.stat().st_size if path.exists() else 0
+    while True:
+        done = stop.wait(every)
+        if path.exists():
+            with open(path) as f:
+                f.seek(pos)
+                for line in f.read().splitlines():
+                    logger.info(line)
+                pos = f.tell()
+        if done:
+            return
 
 
 def _run_name() -> str:

@@ -56,14 +56,21 @@ def to_tensor(img: Image.Image) -> np.ndarray:
 
 
 def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+    return crop_from_uniforms(img, size, rng.random((10, 4)), scale, ratio)
+
+
+def crop_from_uniforms(img: Image.Image, size: int, u: np.ndarray, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+    """torchvision's RandomResizedCrop (10 tries, then the centre) driven by 10x4 uniforms in
+    [0, 1): area fraction, log aspect ratio, x and y of each try."""
     w, h = img.size
     area = w * h
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        ar = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
-        cw, ch = int(round(np.sqrt(target * ar))), int(round(np.sqrt(target / ar)))
+    lr0, lr1 = math.log(ratio[0]), math.log(ratio[1])
+    for u0, u1, u2, u3 in u.tolist():
+        target = area * (scale[0] + u0 * (scale[1] - scale[0]))
+        ar = math.exp(lr0 + u1 * (lr1 - lr0))
+        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
         if 0 < cw <= w and 0 < ch <= h:
-            x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+            x, y = int(u2 * (w - cw + 1)), int(u3 * (h - ch + 1))
             return img.resize((size, size), Image.BICUBIC, box=(x, y, x + cw, y + ch))
     return center_resize(img, size)
 
@@ -73,6 +80,15 @@ def center_resize(img: Image.Image, size: int) -> Image.Image:
     s = min(w, h)
     box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
     return img.resize((size, size), Image.BICUBIC, box=box)
+
+
+_MEAN_T = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+_STD_T = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+
+def normalise(batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+    """[B,H,W,3] uint8 -> [B,3,H,W] float32 with CLIP's mean/std (what to_tensor does per image)."""
+    return (batch_uint8_nhwc.permute(0, 3, 1, 2).float().div_(255.0) - _MEAN_T).div_(_STD_T).contiguous()
 
 
 class Unit(NamedTuple):
@@ -175,8 +191,8 @@ class ShardLoader:
             uids += t["uid"].to_pylist()
         return caps, imgs, uids
 
-    def _rows(self, st: LoaderState) -> Iterator[tuple[LoaderState, str, bytes, str, np.random.Generator]]:
-        """(position after the row, caption, image bytes, uid, its augmentation RNG), forever."""
+    def _rows(self, st: LoaderState) -> Iterator[tuple[LoaderState, str, bytes, str, np.ndarray]]:
+        """(position after the row, caption, image bytes, uid, its crop's uniforms), forever."""
         epoch, block, offset = st.epoch, st.block, st.offset
         while True:
             blocks, rows_this_epoch = self._blocks(epoch), 0
@@ -185,22 +201,24 @@ class ShardLoader:
                                  f"{len(self.units)} units; use fewer workers")
             while block < len(blocks):
                 caps, imgs, uids = self._read_block(blocks[block])
-                order = np.random.default_rng([self.seed, epoch, self.rank, block]).permutation(len(caps))
+                rng = np.random.default_rng([self.seed, epoch, self.rank, block])
+                order = rng.permutation(len(caps))
+                crops = rng.random((len(caps), 10, 4))  # the k-th row's crop: seeded by its position alone
                 rows_this_epoch += len(caps)
                 for k in range(offset, len(order)):
                     j = order[k]
-                    rng = np.random.default_rng([self.seed, self.rank, epoch, block, k])
-                    yield LoaderState(epoch, block, k + 1), caps[j], imgs[j], uids[j], rng
+                    yield LoaderState(epoch, block, k + 1), caps[j], imgs[j], uids[j], crops[k]
                 block, offset = block + 1, 0
             if rows_this_epoch == 0 and st.block == 0 and st.offset == 0:
                 raise ValueError(f"worker {self.rank} found no `{self.subset}` rows in its share of the build")
             epoch, block, st = epoch + 1, 0, LoaderState()
 
-    def _decode(self, data: bytes, rng: np.random.Generator) -> np.ndarray | str:
+    def _decode(self, data: bytes, u: np.ndarray) -> np.ndarray | str:
+        """HxWx3 uint8 (normalised per batch, in torch), or the exception's name."""
         try:
             img = Image.open(io.BytesIO(data))
-            img = random_resized_crop(img, self.size, rng) if self.augment else center_resize(img, self.size)
-            return to_tensor(img)
+            img = crop_from_uniforms(img, self.size, u) if self.augment else center_resize(img, self.size)
+            return np.asarray(img.convert("RGB"))
         except Exception as e:  # noqa: BLE001 - a bad record is skipped and counted
             return type(e).__name__
 
@@ -220,7 +238,7 @@ class ShardLoader:
                         imgs.append(x)
                         caps.append(cap)
                         uids.append(uid)
-            images = torch.from_numpy(np.stack(imgs))
+            images = normalise(torch.from_numpy(np.stack(imgs)))
             if self.pin and torch.cuda.is_available():
                 images = images.pin_memory()
             yield _Batch(images, self.tok(caps), uids, LoaderState(pos.epoch, pos.block, pos.offset, dict(skipped)))

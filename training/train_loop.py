@@ -214,7 +214,10 @@ def train_loop_per_worker(config: dict) -> None:
                        "train/epoch": loader.st.epoch}
             if tracker:
                 tracker.log_metrics(metrics, step)
-                print(progress_line(step, tr["steps"], metrics, time.time() - t_start - paused), flush=True)
+                line = progress_line(step, tr["steps"], metrics, time.time() - t_start - paused)
+                print(line, flush=True)
+                with open(run_dir / "progress.log", "a") as f:  # the driver relays it to the Prefect logs
+                    f.write(line + "\n")
             t_window, wait, n_window = time.time(), 0.0, 0
         stop = _out_of_time(t_start, tr.get("max_minutes"), world, device)
         if step % tr["checkpoint_every"] == 0 and step < tr["steps"] and not stop:  # the last one comes with the final metrics

@@ -98,6 +98,8 @@ def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
     assert latest_checkpoint(tmp_path / "run/ray", "tiny").name == "step-0000012"  # a Ray Train checkpoint
     assert len(list((tmp_path / "run/ray/tiny").glob("step-*"))) == 2  # Ray prunes to CheckpointConfig(num_to_keep=2)
     assert res["metrics"]["step"] == 12  # the Result's metrics: those of the last checkpoint
+    progress = (tmp_path / "run/progress.log").read_text()  # what the terminal and the Prefect logs show
+    assert "step 12/12 (100%) loss" in progress and "samples/s data-wait" in progress and "eta 0m00s" in progress
     client = mlflow.tracking.MlflowClient(spec["mlflow"]["tracking_uri"])
     hist = client.get_metric_history(res["run_id"], "train/loss")
     steps = sorted({h.step for h in hist})

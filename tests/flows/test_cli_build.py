@@ -73,3 +73,29 @@ def test_a_build_that_refuses_every_url_fails_and_says_why(tiny_world, tmp_path)
     assert "download: all 40 input rows were dropped, most (40) as loopback_address" in out and "download.allow_networks" in out
     assert "Traceback" not in out
     assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_training_progress_reaches_the_prefect_logs(tmp_path):
+    """The pretrain task relays the progress lines rank 0 writes, from where the file ended."""
+    import threading
+    import time
+
+    from flows.pretrain import _relay_progress
+
+    log = tmp_path / "progress.log"
+    log.write_text("step 1/10 from an earlier attempt\n")
+    got = []
+
+    class Logger:
+        def info(self, msg):
+            got.append(msg)
+
+    stop = threading.Event()
+    t = threading.Thread(target=_relay_progress, args=(log, Logger(), stop, 0.05))
+    t.start()
+    time.sleep(0.3)  # the relay has noted where the file ends
+    with open(log, "a") as f:
+        f.write("step 2/10 (20%) loss 4.1\nstep 3/10 (30%) loss 4.0\n")
+    stop.set()
+    t.join(5)
+    assert got == ["step 2/10 (20%) loss 4.1", "step 3/10 (30%) loss 4.0"]

@@ -169,3 +169,16 @@ def test_a_build_smaller_than_a_global_batch_is_refused(tmp_path):
 def test_old_checkpoint_positions_restart_the_epoch():
     st = LoaderState.from_dict({"epoch": 3, "index": 1024, "skipped": {"OSError": 2}})
     assert (st.epoch, st.block, st.offset, st.skipped) == (3, 0, 0, {"OSError": 2})
+
+
+def test_without_augmentation_images_are_clips_centre_crop_normalised(tmp_path):
+    """Batches normalised in torch equal the evaluation transform (to_tensor of the centre crop)."""
+    from training.data import center_resize, to_tensor
+
+    build = make_build(tmp_path, shards=1, rows=40)
+    with loader(build, augment=False, batch_size=8) as ld:
+        images, _ = ld.next_batch()
+        uids = ld.last_uids
+    for img, uid in zip(images, uids):
+        expected = to_tensor(center_resize(Image.open(io.BytesIO(jpeg(int(uid[1:])))), 16))
+        assert np.allclose(img.numpy(), expected, atol=1e-5)
