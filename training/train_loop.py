@@ -264,12 +264,16 @@ def run_training(config: dict, scaling: dict, ray_address: str | None, storage: 
 
     started_here = not ray.is_initialized()
     if started_here:
-        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")},
+        # RAY_TRAIN_ENABLE_PRINT_PATCH=0: Ray Train V2 otherwise sends each print both to the
+        # worker's stdout and to its logger, and the driver shows every progress line twice
+        env = {"env_vars": {**{k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")}, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
                "worker_process_setup_hook": "training.train_loop.quiet_ray_logs"}
         if ray_address:
             ray.init(address=ray_address, runtime_env=env)
         else:
-            ray.init(num_cpus=max(2, int(scaling["workers"] * scaling["resources_per_worker"].get("CPU", 1))) + 1,
+            # "local": always a new single-node Ray, never a stale cluster that a crashed run left
+            # registered in /tmp/ray/ray_current_cluster
+            ray.init(address="local", num_cpus=max(2, int(scaling["workers"] * scaling["resources_per_worker"].get("CPU", 1))) + 1,
                      include_dashboard=False, runtime_env=env)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,

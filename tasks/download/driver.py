@@ -192,7 +192,7 @@ def run_img2dataset(out_dir: Path, spec: DownloadSpec, guard_env: dict[str, str]
 
             if ray.is_initialized():
                 ray.shutdown()
-            ray.init(address=ray_address, runtime_env={"env_vars": dict(guard_env)}, ignore_reinit_error=True)
+            ray.init(address=ray_address or "local", runtime_env={"env_vars": dict(guard_env)}, ignore_reinit_error=True)
         download(
             url_list=str(out_dir / "input"), input_format="parquet", url_col="url", caption_col="text",
             save_additional_columns=list(EXTRA_COLUMNS), output_format="parquet", output_folder=str(out_dir / "raw"),

@@ -143,6 +143,13 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
     spec_file.write_text(yaml.safe_dump(spec))
     cmd = [str(Path(sys.executable).parent / "openwit"), "pretrain", str(spec_file)]
     env = {k: v for k, v in os.environ.items() if k != "OPENWIT_TEST_KILL_AT_STEP"}
+    # a crashed `ray start` leaves its address behind: a local run must start its own Ray anyway
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="owr", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+    env["RAY_TMPDIR"] = str(ray_tmp)
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     from training.train_loop import latest_checkpoint
 
@@ -180,6 +187,8 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
     assert killed_at - 2 <= int(resumed.group(1)) <= killed_at and int(resumed.group(1)) >= 4
     assert (tmp_path / "run/mlflow_run_id").read_text() == run_id  # the same MLflow run
     assert latest() == killed_at + 4
+    out = r.stdout + r.stderr
+    assert out.count(f"step {killed_at + 4}/{killed_at + 4} (100%)") == 1, out[-3000:]  # progress shown once per step
     client = mlflow.tracking.MlflowClient(spec["mlflow"]["tracking_uri"])
     steps = sorted({h.step for h in client.get_metric_history(run_id, "train/loss")})
     assert steps[-1] == killed_at + 4 and killed_at + 2 in steps

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +36,10 @@ def _alive_nodes(address: str, env: dict) -> int:
 def ray_cluster(tmp_path_factory):
     """(address, env) of a head node and one worker node, 2 CPUs each, token-authenticated."""
     port = free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0")
+    # its own Ray temp dir (short: Ray's unix sockets live there): nothing of this cluster stays in /tmp/ray
+    ray_tmp = tempfile.mkdtemp(prefix="owray", dir="/tmp")
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0",
+               RAY_TMPDIR=ray_tmp)
     env.pop("OPENWIT_TEST_KILL_AT_STEP", None)
     tmp = tmp_path_factory.mktemp("ray")
     common = ["--num-cpus=2", "--disable-usage-stats", "--block"]
@@ -61,6 +66,7 @@ def ray_cluster(tmp_path_factory):
                 p.wait(30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_build_and_pretrain_on_a_two_node_cluster(ray_cluster, tiny_world, tmp_path):
