@@ -148,6 +148,9 @@ match: candidate pairs -> pairs matching >= 1 entry; balance: matched pool -> ke
 (expected {bal['expected_kept']:,}); download: balanced pairs plus the unbalanced baseline's -> images in
 shards ({manifest['totals']['rows']:,} rows in {len(manifest['shards'])} shards, {manifest['totals']['bytes'] / 1e6:.1f} MB).
 
+Alt texts written in capitals: {stages['candidates'].counts.get('all_caps_captions', 0):,} (they never match a lower-case
+vocabulary; {stages['candidates'].counts.get('all_caps_casefolded', 0):,} lower-cased by `crawl.casefold_all_caps`).
+
 ## Why records were dropped
 {_reasons_table(stages)}
 ## Vocabulary by source

