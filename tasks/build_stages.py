@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tasks import engine
 from tasks.engine import Stage, StageRun, Stats, mark_unit, unit_stats
-from tasks.parallel import run_parallel
+from tasks.parallel import FileCountProgress, run_parallel
 from tasks.specs import BuildSpec, SpecError, resolve_path
 
 
@@ -165,7 +165,7 @@ def candidates(run: StageRun) -> Stats:
              for i, t in enumerate(spec.tables)]
     todo = [j for j in jobs if unit_stats(run.dir, Path(j[3]).stem) is None]
     run.log(f"candidates: {len(jobs) - len(todo)} inputs cached, {len(todo)} to extract")
-    run_parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates: inputs")
+    run_parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates: inputs", run.log)
     total = Stats()
     for j in jobs:
         total.add(unit_stats(run.dir, Path(j[3]).stem))
@@ -202,7 +202,7 @@ def match(run: StageRun) -> Stats:
     auto = automaton_from_vocabulary(queries)
     blob = pickle.dumps(auto)
     jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), run.ctx.spec.vocabulary.case_sensitive) for f in files]
-    results = run_parallel(_match_job, jobs, run.ctx.spec.matching.workers, run.ctx.spec.ray.address, "match: shards")
+    results = run_parallel(_match_job, jobs, run.ctx.spec.matching.workers, run.ctx.spec.ray.address, "match: shards", run.log)
     shutil.rmtree(dedup_dir)
     table = entry_counts(run.dir, queries, run.dir / "entry_counts.parquet")
     stats = Stats()
@@ -248,7 +248,8 @@ def download(run: StageRun) -> Stats:
     fetched = Stats()
     if prep.rows_out:
         pinned = run.dir / "pinned_hosts.json"
-        with ctx.serving_world():
+        shards = -(-prep.rows_out // spec.number_sample_per_shard)
+        with ctx.serving_world(), FileCountProgress(run.dir / "raw", "*_stats.json", shards, "download: shards", run.log):
             run_img2dataset(run.dir, spec, worker_env(spec.allow_networks, pinned), ctx.spec.ray.address)
             guard = ConnectionGuard(policy, json.loads(pinned.read_text()))
             fetched = write_training_shards(run.dir, ctx.out / "shards", guard)

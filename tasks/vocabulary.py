@@ -123,7 +123,7 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
         else:
             jobs.append((src, str(folder), wp.partitions, wp.spill_items, spec.case_sensitive))
     progress(f"vocabulary: {len(done)} dump parts cached, {len(jobs)} to count")
-    results = done + run_parallel(count_dump_part, jobs, wp.workers, ray_address, "vocabulary: dump parts")
+    results = done + run_parallel(count_dump_part, jobs, wp.workers, ray_address, "vocabulary: dump parts", progress)
     if wp.api is not None:
         folder = parts_dir / "api"
         if (cached := unit_stats(parts_dir, "api")) is None:
