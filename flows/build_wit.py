@@ -87,6 +87,8 @@ def build_wit(spec: str | dict[str, Any] = "data_specs/sample.yaml", out: str | 
     if manifest.exists() and "manifest" in wanted:
         m = json.loads(manifest.read_text())
         create_table_artifact(key=f"{s.name}-shards".lower(), table=m["shards"][:200], description="training shards")
-        create_markdown_artifact(key=f"{s.name}-datacard".lower(), markdown=(ctx.out / "datacard.md").read_text(),
+        from tasks.datacard import inline_images
+
+        create_markdown_artifact(key=f"{s.name}-datacard".lower(), markdown=inline_images((ctx.out / "datacard.md").read_text(), ctx.out),
                                  description=f"data card: {ctx.out / 'datacard.md'}")
     return {"out": str(ctx.out), "stages": list(results)}

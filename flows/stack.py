@@ -47,6 +47,9 @@ def stack_env() -> dict[str, str]:
         "PREFECT_HOME": str(sd / "prefect"), "PREFECT_API_URL": f"{u['prefect']}/api",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{sd / 'prefect' / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": f"{u['prefect']}/api",
+        # `prefect deployment run ... --watch` interleaves the run's logs (stage summaries, training
+        # progress) with its events only when the server streams logs out; Prefect's default is off
+        "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true", "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
         "MLFLOW_TRACKING_URI": u["mlflow"], "OPENWIT_ROOT": str(REPO_ROOT), "NO_ALBUMENTATIONS_UPDATE": "1",
         "PYTHONUNBUFFERED": "1", "OPENWIT_STATE": str(sd), "OPENWIT_STACK": str(sd),  # marks every process the stack starts, Ray's included
     })

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -179,3 +180,23 @@ Fetch results:
     path = ctx.out / "datacard.md"
     path.write_text(text)
     return path
+
+
+_IMAGE_REF = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def inline_images(markdown: str, base: Path) -> str:
+    """Relative image references -> data: URIs of the files under `base`, so the markdown shows
+    its plots wherever it is rendered (the Prefect UI serves no files of its own: a relative path
+    is a 404 there)."""
+    import base64
+    import mimetypes
+
+    def repl(m: re.Match) -> str:
+        alt, ref = m.group(1), m.group(2)
+        if re.match(r"^[a-z]+:", ref) or not (base / ref).is_file():
+            return m.group(0)
+        mime = mimetypes.guess_type(ref)[0] or "application/octet-stream"
+        return f"![{alt}](data:{mime};base64,{base64.b64encode((base / ref).read_bytes()).decode()})"
+
+    return _IMAGE_REF.sub(repl, markdown)

@@ -180,4 +180,4 @@ def log_model(cfg: dict, folder: Path) -> None:
 def final_metrics(uri: str, run_id: str) -> dict[str, float]:
     """A training run's evaluation metrics at their last logged step (the final evaluation)."""
     run = MlflowClient(uri).get_run(run_id)
-    return {k: v for k, v in run.data.metrics.items() if k.startswith(("zeroshot/", "retrieval/", "linprobe/"))}
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("zeroshot/", "retrieval/", "linprobe/", "linprobe_heldout/"))}

@@ -53,10 +53,11 @@ def _stack_env(stack) -> dict:
                 PREFECT_HOME=str(stack["state"] / "prefect"))
 
 
-def _run_deployment(stack, name: str, spec: dict, timeout: int = 600) -> None:
+def _run_deployment(stack, name: str, spec: dict, timeout: int = 600) -> str:
     cmd = [str(BIN / "prefect"), "deployment", "run", name, "--watch", "--param", f"spec={json.dumps(spec)}"]
     r = subprocess.run(cmd, env=_stack_env(stack), capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert r.returncode == 0 and "Completed" in r.stdout, f"{name}: {r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
 
 
 def test_a_taken_port_is_named_in_the_error(tmp_path):
@@ -100,13 +101,21 @@ def test_build_pretrain_evaluate_through_the_deployments(stack, tmp_path_factory
     out = tmp_path_factory.mktemp("build")
     spec = yaml.safe_load((REPO / "data_specs/sample-tiny.yaml").read_text())
     spec["world"]["port"], spec["output_dir"] = port, str(out)
-    _run_deployment(stack, "build-wit/sample", spec)
+    watched = _run_deployment(stack, "build-wit/sample", spec)
+    assert "download: shards:" in watched and "in ->" in watched, watched[-3000:]  # --watch shows the run's logs
     m = json.loads((out / "manifest.json").read_text())
     assert m["shards"] and sum(s["rows"] for s in m["shards"]) == m["totals"]["rows"] > 100
     for s in m["shards"]:
         assert sha256_file(out / s["path"]) == s["sha256"] and pq.read_metadata(out / s["path"]).num_rows == s["rows"]
     card = (out / "datacard.md").read_text()
     assert str(m["totals"]["rows"]) in card and "decompression_bomb" in card
+    sys.path.insert(0, str(REPO / "docs"))
+    from screenshots import check_markdown, prefect_artifacts
+
+    _, artifacts = prefect_artifacts(f"http://127.0.0.1:{stack['ports']['prefect']}/api", "build-wit")
+    cards = [a for a in artifacts if a["key"].endswith("-datacard")]
+    assert cards and "data:image/png;base64," in cards[0]["data"]  # the balance plot shows in the Prefect UI
+    assert [b for a in artifacts if a["type"] == "markdown" for b in check_markdown(a["data"])] == []
 
     run_dir = tmp_path_factory.mktemp("run")
     pspec = yaml.safe_load((REPO / "data_specs/pretrain-tiny.yaml").read_text())
@@ -114,7 +123,8 @@ def test_build_pretrain_evaluate_through_the_deployments(stack, tmp_path_factory
     pspec["data"]["build"] = str(out)
     pspec["train"].update(steps=6, checkpoint_every=3, log_every=2)
     pspec["mlflow"] = {"experiment": "openwit-stack-test", "register_model": "openwit-stack-test"}
-    _run_deployment(stack, "pretrain/sample", pspec)
+    watched = _run_deployment(stack, "pretrain/sample", pspec)
+    assert "step 6/6 (100%) loss" in watched, watched[-3000:]  # training progress in the terminal of --watch
     uri = f"http://127.0.0.1:{stack['ports']['mlflow']}"
     client = MlflowClient(uri)
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
