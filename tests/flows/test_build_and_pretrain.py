@@ -158,7 +158,7 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
         return int(ck.name.split("-")[1]) if ck else 0
 
     deadline = time.time() + 300
-    while time.time() < deadline and latest() < 6:
+    while time.time() < deadline and latest() < 4:
         assert p.poll() is None, "pretrain ended before it could be killed"
         time.sleep(0.2)
     os.killpg(p.pid, signal.SIGKILL)
@@ -182,9 +182,9 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
 
     resumed = re.search(r"resuming from step (\d+)", r.stdout + r.stderr)
     assert resumed, r.stdout[-2000:]
-    # Ray registers a checkpoint after it is written: the kill may land in between, then the run
-    # goes on from the one before
-    assert killed_at - 2 <= int(resumed.group(1)) <= killed_at and int(resumed.group(1)) >= 4
+    # Ray registers a checkpoint in its run snapshot after writing it: a kill can land before the
+    # newest ones are registered, and the run then goes on from the newest registered one
+    assert 4 <= int(resumed.group(1)) <= killed_at
     assert (tmp_path / "run/mlflow_run_id").read_text() == run_id  # the same MLflow run
     assert latest() == killed_at + 4
     out = r.stdout + r.stderr
