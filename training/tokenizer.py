@@ -24,7 +24,8 @@ from pathlib import Path
 import ftfy
 import numpy as np
 import torch
-from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
 
 SOT, EOT, PAD = "<start_of_text>", "<end_of_text>", "<pad>"
 _WS = re.compile(r"\s+")
