@@ -37,7 +37,7 @@ def clip_loss(img_BD: torch.Tensor, txt_BD: torch.Tensor, logit_scale: torch.Ten
     With one process this is CLIP's loss; with N processes the mean over processes equals the
     loss on the concatenated batch.
     """
-    rank, world = _world()
+    rank, _ = _world()
     all_img, all_txt = gather_features(img_BD, txt_BD)
     B = img_BD.shape[0]
     logits_per_image = logit_scale * img_BD @ all_txt.T   # [B, N*B]
