@@ -23,7 +23,7 @@ def _world() -> tuple[int, int]:
 
 def gather_features(img_BD: torch.Tensor, txt_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All workers' features, concatenated in rank order, differentiable (all_gather with grad)."""
-    rank, world = _world()
+    _, world = _world()
     if world == 1:
         return img_BD, txt_BD
     all_img = torch.cat(torch.distributed.nn.all_gather(img_BD), dim=0)
