@@ -303,6 +303,14 @@ def quiet_ray_logs() -> None:
 
 
 def latest_checkpoint(storage: Path, run_name: str) -> Path | None:
-    """The newest checkpoint folder Ray Train kept for a run (None before the first one)."""
-    found = sorted((storage / run_name).glob("step-*"))
-    return found[-1] if found else None
+    """The checkpoint a rerun of this run resumes from: the newest one registered in Ray Train's run
+    snapshot (None before the first one). A folder written but not yet registered when the process
+    died is not it: Ray registers a checkpoint only after its files are written."""
+    import json
+
+    snapshot = storage / run_name / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):
+        return None
+    return storage / run_name / latest["checkpoint_dir_name"] if latest else None

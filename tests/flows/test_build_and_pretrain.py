@@ -182,9 +182,9 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
 
     resumed = re.search(r"resuming from step (\d+)", r.stdout + r.stderr)
     assert resumed, r.stdout[-2000:]
-    # Ray registers a checkpoint in its run snapshot after writing it: a kill can land before the
-    # newest ones are registered, and the run then goes on from the newest registered one
-    assert 4 <= int(resumed.group(1)) <= killed_at
+    # the newest checkpoint in Ray's run snapshot (a folder written but not yet registered when the
+    # kill landed does not count): exactly what `latest_checkpoint` reports
+    assert int(resumed.group(1)) == killed_at
     assert (tmp_path / "run/mlflow_run_id").read_text() == run_id  # the same MLflow run
     assert latest() == killed_at + 4
     out = r.stdout + r.stderr
