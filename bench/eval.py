@@ -1,6 +1,6 @@
 """Evaluation throughput: images per second through a whole suite (zero-shot + linear probe).
 
-    python bench/eval.py [--model debug-rn] [--suite data_specs/eval/sample-shape.yaml]
+    python bench/eval.py [--model debug-rn] [--suite data_specs/eval/sample-concepts.yaml]
 
   ours:     training.eval_data.run_suite (decode, resize, encode images, class embeddings from
             every template, classify, confusion matrix, linear-probe sweep);
@@ -29,7 +29,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="debug-rn")
-    ap.add_argument("--suite", default=str(ROOT / "data_specs/eval/sample-shape.yaml"))
+    ap.add_argument("--suite", default=str(ROOT / "data_specs/eval/sample-concepts.yaml"))
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

@@ -278,6 +278,10 @@ class SuiteSpec(Strict):
     # probe is fitted on a seeded half of `source` and tested on the other half, logged as
     # linprobe_heldout/<suite>/... since it is not comparable with published probes
     train_source: SuiteSource | None = None
+    # zeroshot: a JSON file {group: [class names]} (e.g. the sample world's head and tail classes by
+    # web frequency); each group is also reported alone as zeroshot/<suite>/<group>/<metric>, still
+    # classified among all the suite's classes. `world:` paths use the source's world
+    class_groups: str | None = None
 
 
 class EvaluateSpec(Strict):

@@ -11,10 +11,15 @@ def resolve_suite(path_or_spec) -> dict:
     _resolve_source(d["source"], s.source)
     if s.train_source:
         _resolve_source(d["train_source"], s.train_source)
+    if s.class_groups:
+        groups = {"path": s.class_groups}
+        _resolve_source(groups, s.source)
+        d["class_groups"] = groups["path"]
     return d
 
 
 def _resolve_source(src: dict, spec) -> None:
+    """Resolve `src["path"]` in place (`world:` paths inside `spec.world`, generated if needed)."""
     if src["path"].startswith("world:"):
         from tasks.specs import WorldSpec
         from tasks.world.generate import ensure_world

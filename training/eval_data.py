@@ -128,6 +128,25 @@ def sample_predictions(feats: torch.Tensor, labels: torch.Tensor, cls: torch.Ten
     return rows
 
 
+def group_metrics(suite_name: str, cm: np.ndarray, classnames: list[str], per_class: list[float], groups_file: str) -> dict:
+    """top1 and mean per-class recall over the images of each group's classes, from the confusion
+    matrix of the classification among all classes (rows: true class)."""
+    import json
+
+    groups = json.loads(Path(groups_file).read_text())
+    index = {c: i for i, c in enumerate(classnames)}
+    out = {}
+    for group, names in groups.items():
+        missing = [c for c in names if c not in index]
+        if missing:
+            raise ValueError(f"{groups_file}: group {group!r} names classes the suite {suite_name!r} lacks: {missing[:5]}")
+        ids = [index[c] for c in names]
+        seen = cm[ids].sum()
+        out[f"zeroshot/{suite_name}/{group}/top1"] = float(cm[ids, ids].sum() / seen) if seen else float("nan")
+        out[f"zeroshot/{suite_name}/{group}/mean_per_class_recall"] = float(np.nanmean([per_class[i] for i in ids]))
+    return out
+
+
 @torch.no_grad()
 def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None,
               model_key: str | None = None, train_data: LabelledSet | None = None) -> tuple[dict, dict]:
@@ -157,6 +176,8 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
                 cache[key] = cls
         m, cm, per_class = zero_shot_classify(feats, labels, cls)
         metrics.update({f"zeroshot/{name}/{k}": v for k, v in m.items()})
+        if suite.get("class_groups"):
+            metrics.update(group_metrics(name, cm, classnames, per_class, suite["class_groups"]))
         artifacts[f"zeroshot-{name}-confusion"] = (cm, classnames)
         artifacts[f"zeroshot-{name}-per-class"] = dict(zip(classnames, per_class))
         artifacts[f"zeroshot-{name}-predictions"] = sample_predictions(feats, labels, cls, classnames, data.images)

@@ -32,6 +32,9 @@ def suite_data(suite: dict, split: str = "test") -> LabelledSet:
     return _CACHE[key]
 
 
+MAX_LABELLED = 40  # classes a figure names one by one
+
+
 def confusion_figure(cm: np.ndarray, classnames: list[str], title: str):
     import matplotlib
 
@@ -39,11 +42,13 @@ def confusion_figure(cm: np.ndarray, classnames: list[str], title: str):
     import matplotlib.pyplot as plt
 
     n = len(classnames)
-    fig, ax = plt.subplots(figsize=(max(4, n * 0.45 + 2), max(3.5, n * 0.45 + 1.5)))
+    side = min(n, MAX_LABELLED) * 0.45  # past MAX_LABELLED classes: a fixed size, no class names
+    fig, ax = plt.subplots(figsize=(max(4, side + 2), max(3.5, side + 1.5)))
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classnames, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), classnames, fontsize=7)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if n <= MAX_LABELLED:
+        ax.set_xticks(range(n), classnames, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(n), classnames, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
@@ -59,6 +64,10 @@ def per_class_figure(per_class: dict[str, float], title: str):
     import matplotlib.pyplot as plt
 
     names = sorted(per_class, key=lambda k: per_class[k])
+    if len(names) > MAX_LABELLED:  # the worst and the best classes
+        half = MAX_LABELLED // 2
+        names = names[:half] + names[-half:]
+        title += f" (the {half} worst and {half} best of {len(per_class)})"
     fig, ax = plt.subplots(figsize=(6, max(2.5, 0.22 * len(names) + 1)))
     ax.barh(names, [per_class[k] for k in names], color="#4c72b0")
     ax.set_xlim(0, 1)

@@ -2,12 +2,21 @@
 
     python -m tasks.world.generate --size tiny --seed 0 --port 8765 --out /tmp/world
 
+Two worlds share the layout: `default` is the long-tailed world of made-up countries and their
+flags (tasks/world/longtail.py: 240 concepts whose web frequency follows Zipf's law, so
+balancing has a head to flatten and a tail to save); `tiny` is a small world of coloured shapes
+for tests (tasks/world/concepts.py).
+
 Layout of a world folder:
     wiki/enwiki-sample-pages-articles.xml.bz2   MediaWiki export
     pageviews/pageviews-20240101-HH0000.gz      hourly pageview files
     warc/sample-NNNNN.warc.gz, wat/sample.wat.gz  crawl captures of the pages under www/
     www/                                         what the loopback server serves (+ _serve.json)
-    eval/shape/<class>/*.png, eval/colour/...    held-out zero-shot suites (ImageFolder)
+    eval/concepts/<country>/*.png                default: the class-uniform zero-shot suite (ImageFolder)
+    eval/concepts-train/<country>/*.png          default: its linear-probe train split
+    eval/concepts-groups.json                    default: head and tail classes by web frequency
+    eval/concepts-frequency.json                 default: each country's rank, web count and flag
+    eval/shape/<class>/*.png, eval/colour/...    tiny: held-out zero-shot suites (ImageFolder)
     eval/retrieval.parquet                       held-out image-caption pairs
     world.json                                   counts and parameters; written last
 """
@@ -25,16 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.specs import WorldSpec, state_dir
-from tasks.world import web, wiki
+from tasks.world import longtail, web, wiki
 from tasks.world.concepts import BACKGROUNDS, COLOURS, SHAPES, SIZES
 from tasks.world.render import encode, render
 
 SIZES_PRESET = {
-    # images, wiki paragraphs per article, WARC files, images per page, eval images per class
-    "default": dict(images=30_000, paragraphs=40, warcs=4, per_page=40, eval_per_class=60, px=64),
-    "tiny": dict(images=400, paragraphs=12, warcs=2, per_page=25, eval_per_class=6, px=64),
+    # style, images, wiki paragraphs per (top) article, WARC files, images per page, eval images per class
+    "default": dict(style="flags", images=30_000, paragraphs=12, warcs=4, per_page=40, eval_per_class=20, px=64),
+    "tiny": dict(style="shapes", images=400, paragraphs=12, warcs=2, per_page=25, eval_per_class=6, px=64),
 }
-WORLD_VERSION = 3  # 2: redirect specials, 3: an empty body
+WORLD_VERSION = 4  # 2: redirect specials, 3: an empty body, 4: the long-tailed world of flags
 
 
 def world_dir(spec: WorldSpec, root: Path | None = None) -> Path:
@@ -73,10 +82,21 @@ def generate(spec: WorldSpec, out: Path) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     base = base_url(spec)
-    pages_counts = wiki.write_dump(out / "wiki" / "enwiki-sample-pages-articles.xml.bz2", rng, preset["paragraphs"])
-    wiki.write_pageviews(out / "pageviews", rng)
     www = out / "www"
-    imgs = web.render_images(www, rng, preset["images"], preset["px"])
+    dump = out / "wiki" / "enwiki-sample-pages-articles.xml.bz2"
+    if preset["style"] == "flags":
+        world = longtail.concepts(spec.seed)
+        titles, paragraphs = longtail.wiki_titles(world, preset["paragraphs"])
+        pages_counts = wiki.write_dump(dump, rng, paragraphs, longtail.FlagArticleWriter(rng, world), titles)
+        wiki.write_pageviews(out / "pageviews", rng, titles=titles, floor=20)  # every country a popular title
+        imgs, freq = longtail.render_web(www, rng, world, preset["images"], preset["px"])
+        about = {"concepts": len(world), "zipf_s": longtail.ZIPF_S,
+                 "noise": {k: sum(1 for im in imgs if im.kind == k) for k in longtail.KINDS}}
+    else:
+        pages_counts = wiki.write_dump(dump, rng, preset["paragraphs"])
+        wiki.write_pageviews(out / "pageviews", rng)
+        imgs = web.render_images(www, rng, preset["images"], preset["px"])
+        about = {"shapes": SHAPES, "colours": list(COLOURS)}
     specials, serve = web.special_images(www, rng, spec.port)
     pages = web.build_pages(rng, base, spec.port, imgs, specials, preset["per_page"])
     for url, doc in pages:
@@ -87,11 +107,13 @@ def generate(spec: WorldSpec, out: Path) -> dict:
     web.write_warcs(out / "warc", rng, pages, preset["warcs"])
     (out / "wat").mkdir()
     web.write_wat(out / "wat" / "sample.wat.gz", rng, pages, imgs, base)
-    _eval_suites(out, rng, preset["eval_per_class"], preset["px"])
+    if preset["style"] == "flags":
+        longtail.write_suites(out, rng, world, freq, preset["eval_per_class"], preset["px"])
+    else:
+        _eval_suites(out, rng, preset["eval_per_class"], preset["px"])
     summary = {
-        "version": WORLD_VERSION, "size": spec.size, "seed": spec.seed, "base_url": base,
-        "images": len(imgs), "special_images": len(specials), "pages": len(pages), "wiki": pages_counts,
-        "shapes": SHAPES, "colours": list(COLOURS),
+        "version": WORLD_VERSION, "size": spec.size, "seed": spec.seed, "base_url": base, "style": preset["style"],
+        "images": len(imgs), "special_images": len(specials), "pages": len(pages), "wiki": pages_counts, **about,
     }
     (out / "world.json").write_text(json.dumps(summary, indent=1, sort_keys=True))  # completion marker
     return summary

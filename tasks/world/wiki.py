@@ -80,9 +80,12 @@ class ArticleWriter:
             return "[[Category:%s]]" % p["category"]
         return "<!-- %s -->" % p["comment"]
 
+    def intro(self, title: str) -> str:
+        return f"'''{title}''' is a topic of this sample wiki."
+
     def article(self, title: str, n_paragraphs: int) -> str:
         rng = self.rng
-        parts = [self.markup(), f"'''{title}''' is a topic of this sample wiki."]
+        parts = [self.markup(), self.intro(title)]
         for i in range(n_paragraphs):
             if i and rng.random() < 0.4:
                 parts.append(f"\n== {rng.choice(['History', 'Use', 'Design', 'Examples'])} ==\n")
@@ -107,14 +110,17 @@ def article_titles() -> list[str]:
     return [s.capitalize() for s in SHAPES] + [c.capitalize() for c in COLOURS] + TOPIC_TITLES
 
 
-def write_dump(path: Path, rng: random.Random, paragraphs: int) -> dict[str, int]:
-    """Write `path` (.xml.bz2) and return page counts by kind."""
-    writer = ArticleWriter(rng)
-    titles = article_titles()
+def write_dump(path: Path, rng: random.Random, paragraphs: int | dict[str, int], writer: ArticleWriter | None = None,
+               titles: list[str] | None = None) -> dict[str, int]:
+    """Write `path` (.xml.bz2) and return page counts by kind. `paragraphs`: per article, or a
+    number for each title (popular topics get longer articles)."""
+    writer = writer or ArticleWriter(rng)
+    titles = titles or article_titles()
     pages, pid = [], 1
     counts = {"articles": 0, "redirects": 0, "other_namespaces": 0}
     for title in titles:
-        pages.append(_page(title, 0, pid, writer.article(title, paragraphs)))
+        n = paragraphs[title] if isinstance(paragraphs, dict) else paragraphs
+        pages.append(_page(title, 0, pid, writer.article(title, n)))
         pid += 1
         counts["articles"] += 1
         if rng.random() < 0.5:  # a redirect to it
@@ -133,16 +139,18 @@ def write_dump(path: Path, rng: random.Random, paragraphs: int) -> dict[str, int
     return counts
 
 
-def write_pageviews(folder: Path, rng: random.Random, hours: int = 6) -> list[Path]:
-    """Hourly files in Wikimedia's format: `domain_code page_title count_views total_response_size`."""
-    titles = article_titles()
+def write_pageviews(folder: Path, rng: random.Random, hours: int = 6, titles: list[str] | None = None,
+                    floor: int = 0) -> list[Path]:
+    """Hourly files in Wikimedia's format: `domain_code page_title count_views total_response_size`.
+    `titles` in popularity order (Zipf views); `floor`: the fewest views a title gets in an hour."""
+    titles = titles or article_titles()
     weights = _zipf_weights(len(titles), 1.2)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for h in range(hours):
         lines = []
         for t, w in zip(titles, weights):
-            views = int(w * 60 * rng.uniform(0.5, 1.5))
+            views = max(floor, int(w * 60 * rng.uniform(0.5, 1.5)))
             lines.append(f"en {t.replace(' ', '_')} {views} 0")
             lines.append(f"en.m {t.replace(' ', '_')} {views * 2} 0")  # mobile: not the `en` project
             lines.append(f"de {t.replace(' ', '_')} {views} 0")

@@ -63,7 +63,7 @@ def test_the_world_port_comes_from_the_environment(monkeypatch):
 
     monkeypatch.setenv("OPENWIT_WORLD_PORT", "18999")
     assert load_spec("data_specs/sample.yaml").world.port == 18999
-    assert load_spec("data_specs/eval/sample-shape.yaml").source.world.port == 18999
+    assert load_spec("data_specs/eval/sample-concepts.yaml").source.world.port == 18999
     monkeypatch.delenv("OPENWIT_WORLD_PORT")
     assert load_spec("data_specs/sample.yaml").world.port == 8765
 

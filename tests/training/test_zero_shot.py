@@ -103,3 +103,38 @@ def test_imagenet_uses_openai_classnames(tmp_path):
     names = load_imagenet(tmp_path / "val", synsets).classnames
     assert (names[134], names[517]) == ("crane bird", "construction crane")
     assert load_imagenet(tmp_path / "val", synsets, wordnet_names=True).classnames[517] == "crane"
+
+
+def test_group_metrics_count_only_the_groups_images_among_all_classes(tmp_path):
+    """head/tail metrics: images of the group's classes, classified among all classes."""
+    import json
+
+    from training.eval_data import group_metrics
+    from training.zero_shot import confusion_matrix
+
+    # 3 classes; true labels and predictions
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 0, 0, 1, 2, 2, 2, 0])  # class 0: 3/4, class 1: 0/2, class 2: 1/2
+    cm = confusion_matrix(pred, labels, 3)
+    per_class = [0.75, 0.0, 0.5]
+    groups = tmp_path / "g.json"
+    groups.write_text(json.dumps({"head": ["a"], "tail": ["b", "c"]}))
+    m = group_metrics("s", cm, ["a", "b", "c"], per_class, str(groups))
+    assert m["zeroshot/s/head/top1"] == 0.75
+    assert m["zeroshot/s/tail/top1"] == 1 / 4  # 1 right of the tail's 4 images (a tail image taken for a head class is wrong)
+    assert m["zeroshot/s/tail/mean_per_class_recall"] == 0.25
+    groups.write_text(json.dumps({"tail": ["b", "zz"]}))
+    with pytest.raises(ValueError, match="zz"):
+        group_metrics("s", cm, ["a", "b", "c"], per_class, str(groups))
+
+
+def test_the_sample_suite_resolves_its_groups_in_its_world(tmp_path, monkeypatch):
+    import json
+
+    from tasks.suites import resolve_suite
+
+    monkeypatch.setenv("OPENWIT_STATE", str(tmp_path))  # the default world is generated here (~15 s)
+    s = resolve_suite("data_specs/eval/sample-concepts.yaml")
+    groups = json.loads(Path(s["class_groups"]).read_text())
+    assert s["source"]["path"].endswith("eval/concepts") and set(groups) == {"head", "tail"}
+    assert s["train_source"]["path"].endswith("eval/concepts-train")

@@ -1,0 +1,102 @@
+"""The long-tailed sample world (`world.size: default`): its frequency law, its class-uniform
+suites, its determinism, and that every country reaches the query vocabulary."""
+
+import io
+import json
+import math
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tasks.specs import PageviewsSpec, VocabularySpec, WikipediaSpec, WordNetSpec, WorldSpec
+from tasks.world import longtail
+from tasks.world.generate import SIZES_PRESET, generate
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("longtail") / "world"
+    summary = generate(WorldSpec(size="default", seed=0, port=9998), out)
+    return out, summary
+
+
+def _slope(counts: list[int]) -> float:
+    """Least-squares slope of log(count) against log(rank)."""
+    x = np.log(np.arange(1, len(counts) + 1))
+    y = np.log(np.asarray(counts, dtype=float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def test_web_frequency_follows_zipfs_law_with_a_steep_head(world):
+    out, summary = world
+    freq = json.loads((out / "eval/concepts-frequency.json").read_text())
+    assert len(freq) == summary["concepts"] == longtail.N_CONCEPTS >= 200
+    counts = sorted((v["count"] for v in freq.values()), reverse=True)
+    # the fit over the ranks with enough captions to measure (the last ranks have ~10: noise)
+    assert -longtail.ZIPF_S - 0.15 < _slope(counts[:120]) < -longtail.ZIPF_S + 0.15
+    assert sum(counts[:24]) / sum(counts) > 0.6  # the 10% most frequent countries hold most captions
+    assert counts[-1] >= 1 and counts[0] > 100 * counts[-1]
+    # the world's rank is the web's order, up to sampling noise
+    by_rank = [v["count"] for v in sorted(freq.values(), key=lambda v: v["rank"])]
+    assert _slope(by_rank[:120]) == pytest.approx(_slope(counts[:120]), abs=0.1)
+    # and the crawl noise is there: boilerplate, other languages, pairs, near-duplicates
+    noise = summary["noise"]
+    assert sum(noise.values()) == summary["images"] == SIZES_PRESET["default"]["images"]
+    assert all(noise[k] > 0.02 * summary["images"] for k in ("boilerplate", "foreign", "pair", "near_duplicate"))
+
+
+def test_suites_are_class_uniform_and_split_by_web_frequency(world):
+    out, _ = world
+    names = {c.name for c in longtail.concepts(0)}
+    per_class = SIZES_PRESET["default"]["eval_per_class"]
+    for split, n in (("concepts", per_class), ("concepts-train", per_class // 2)):
+        folders = {d.name: len(list(d.glob("*.png"))) for d in (out / "eval" / split).iterdir()}
+        assert set(folders) == names and set(folders.values()) == {n}
+    groups = json.loads((out / "eval/concepts-groups.json").read_text())
+    freq = json.loads((out / "eval/concepts-frequency.json").read_text())
+    head, tail = groups["head"], groups["tail"]
+    assert len(head) == 24 and len(tail) == 120 and not set(head) & set(tail)
+    assert min(freq[c]["count"] for c in head) >= max(freq[c]["count"] for c in tail)
+    t = pq.read_table(out / "eval/retrieval.parquet")
+    assert t.num_rows == len(names) and all(len(c) == 2 for c in t["captions"].to_pylist())
+    img = Image.open(io.BytesIO(t["image"][0].as_py()))
+    assert img.size == (64, 64)
+
+
+def test_every_country_reaches_the_vocabulary_as_a_title(world, tmp_path):
+    """The wiki, the pageviews and the web agree: each country is a popular title of the dump,
+    so its captions can match; its lead sentence describes its flag."""
+    from tasks.vocabulary import build_vocabulary
+
+    out, _ = world
+    spec = VocabularySpec(wikipedia=WikipediaSpec(min_unigram_count=100, min_bigram_count=30, min_pmi=3.0),
+                          pageviews=PageviewsSpec(min_title_views=50), wordnet=WordNetSpec(enabled=False))
+    build_vocabulary(spec, tmp_path / "v", [str(out / "wiki/enwiki-sample-pages-articles.xml.bz2")],
+                     sorted(str(p) for p in (out / "pageviews").glob("*.gz")), progress=lambda *_: None)
+    q = {r["query"]: r for r in pq.read_table(tmp_path / "v/queries.parquet").to_pylist()}
+    world_ = longtail.concepts(0)
+    assert all("wikipedia_title" in q[c.name]["sources"] for c in world_)
+    assert "flag" in q and "national flag" in q
+
+
+def test_world_is_deterministic_for_a_seed(tmp_path):
+    a, b, c = longtail.concepts(0), longtail.concepts(0), longtail.concepts(1)
+    assert a == b and [x.name for x in a] != [x.name for x in c]
+    flags = {(x.orientation, *x.colours, x.emblem) for x in a}
+    assert len(flags) == len(a)  # every country its own flag
+    assert all(sum(p != q for p, q in zip((x.orientation, *x.colours, x.emblem), (y.orientation, *y.colours, y.emblem))) >= 2
+               for i, x in enumerate(a) for y in a[i + 1:])  # no two flags one attribute apart
+    runs = []
+    for d in ("r1", "r2"):
+        imgs, freq = longtail.render_web(tmp_path / d, random.Random("s"), a, 300, 32)
+        runs.append(([(i.path, i.caption, i.kind, (tmp_path / d / i.path).read_bytes()) for i in imgs], freq))
+    assert runs[0] == runs[1]
+
+
+def test_zipf_weights_are_a_distribution():
+    w = longtail.zipf_weights(240, 1.1)
+    assert math.isclose(sum(w), 1.0) and all(a > b for a, b in zip(w, w[1:]))
+    assert w[0] / w[9] == pytest.approx(10 ** 1.1)
