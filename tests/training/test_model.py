@@ -218,3 +218,16 @@ def test_patch_dropout_is_set_from_the_spec():
     assert m.visual.patch_dropout == 0.5
     with pytest.raises(ValueError, match="ResNet image tower"):
         model_config(PretrainSpec.model_validate({**base, "model": "debug-rn", "train": {"patch_dropout": 0.5}}))
+
+
+def test_rng_state_round_trips_through_a_checkpoint_file(tmp_path):
+    """A resumed run draws the same random numbers (patch dropout, augmentation) as an unbroken one."""
+    from training.train_loop import rng_state, set_rng_state
+
+    torch.manual_seed(7)
+    torch.rand(3)
+    torch.save({"rng": rng_state()}, tmp_path / "state.pt")
+    expected = torch.rand(5)
+    torch.manual_seed(123)  # a fresh process seeds as it likes
+    set_rng_state(torch.load(tmp_path / "state.pt", weights_only=True)["rng"])
+    assert torch.equal(torch.rand(5), expected)
