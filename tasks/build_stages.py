@@ -31,6 +31,8 @@ class BuildContext:
     dumps: list[str] = field(default_factory=list)
     pageviews: list[str] = field(default_factory=list)
     warcs: list[str] = field(default_factory=list)
+    index: dict[str, str] = field(default_factory=dict)  # multistream part -> index, resolved by name
+    inputs: list[dict] = field(default_factory=list)  # every input file (url, size, checksum): the manifest's
     log: Callable[[str], None] = print
     dns_lookup: Callable | None = None  # tests inject a fake resolver (tasks/download/guard.py)
 
@@ -83,8 +85,9 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
     from tasks.candidates import warc_list
 
     ctx.warcs = _expand(warc_list(spec.crawl), ctx)
+    named_pageviews = _resolve_named(ctx)
     missing = [p for p in ctx.dumps + ctx.pageviews + ctx.warcs + [ctx.input_path(t.path) for t in spec.crawl.tables]
-               if "://" not in p and not Path(p).exists()]
+               if "://" not in p and not Path(p).exists() and p not in named_pageviews]
     if missing:
         raise SpecError(f"input file not found: {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
     from tasks.candidates import check_table_columns
@@ -95,12 +98,54 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
     return ctx
 
 
+def _resolve_named(ctx: BuildContext) -> set[str]:
+    """Inputs named instead of listed (tasks/inputs.py) join the listed ones; every resolved file
+    goes into `ctx.inputs` for the manifest. Returns the pageview hours resolved by name (a
+    missing hour is counted when read, not refused here)."""
+    from tasks import inputs
+
+    wp, pv, cr = ctx.spec.vocabulary.wikipedia, ctx.spec.vocabulary.pageviews, ctx.spec.crawl
+    named: set[str] = set()
+    if wp.wiki or wp.dump_date:
+        if not (wp.wiki and wp.dump_date):
+            raise SpecError("vocabulary.wikipedia: `wiki` and `dump_date` go together (e.g. enwiki and 20240601)")
+        r = inputs.wikipedia_dump(wp.wiki, wp.dump_date, _base(wp.dumps_base_url))
+        ctx.dumps += r.files
+        ctx.index.update(r.index)
+        ctx.inputs += r.inputs
+        ctx.log(f"vocabulary: {wp.wiki} {wp.dump_date} resolves to {len(r.files)} multistream parts, {len(r.index)} with an index")
+    days = inputs.pageview_days(pv.days, pv.date_range, pv.dates, pv.seed)
+    if days:
+        r = inputs.pageview_files(days, _base(pv.base_url))
+        ctx.pageviews += r.files
+        ctx.inputs += r.inputs
+        named.update(r.files)
+        ctx.log(f"vocabulary: pageviews of {len(days)} days ({days[0]} .. {days[-1]}), {len(r.files)} hourly files")
+    if cr.crawl_id:
+        r = inputs.common_crawl(cr.crawl_id, _base(cr.cc_base_url), cr.crawl_files, cr.max_warc_files)
+        ctx.warcs += r.files
+        ctx.inputs += r.inputs
+        ctx.log(f"candidates: {cr.crawl_id} resolves to {len(r.files)} {cr.crawl_files.upper()} files")
+    listed = [("wikipedia", p) for p in ctx.dumps if p not in {i["url"] for i in ctx.inputs}]
+    listed += [("pageviews", p) for p in ctx.pageviews if p not in named]
+    listed += [("crawl", p) for p in ctx.warcs if p not in {i["url"] for i in ctx.inputs}]
+    ctx.inputs += [{"source": s, "url": p, **({"size": Path(p).stat().st_size} if "://" not in p and Path(p).exists() else {})}
+                   for s, p in listed]
+    return named
+
+
+def _base(base: str) -> str:
+    """A base URL, or a local folder resolved like any spec path."""
+    return base if "://" in base else str(resolve_path(base))
+
+
 def _split_multistream(ctx: BuildContext) -> list[str]:
     """Dumps with a multistream index become byte ranges of `streams_per_part` streams each."""
     from tasks.wikitext import multistream_ranges
 
     wp = ctx.spec.vocabulary.wikipedia
     index = {ctx.input_path(d): ctx.input_path(i) for d, i in wp.multistream_index.items()}
+    index.update(ctx.index)  # resolved by name
     for d, i in index.items():
         if d not in ctx.dumps:
             raise SpecError(f"vocabulary.wikipedia.multistream_index: {d} is not one of the dumps")
@@ -147,6 +192,7 @@ def vocabulary(run: StageRun) -> Stats:
     pv = v["pageviews"]
     stats.drop("malformed_pageview_line", pv.get("malformed_lines", 0))
     stats.drop("namespace_title", pv.get("skipped_namespace_titles", 0))
+    stats.drop("missing_pageview_file", pv.get("missing_files", 0))
     stats.drop("title_not_in_dump", pv.get("popular_not_in_dump", 0))
     stats.dropped = +stats.dropped  # reasons that did not occur are not listed
     return stats

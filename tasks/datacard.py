@@ -92,6 +92,7 @@ def write_manifest(ctx, shards: list[Path]) -> dict:
         "schema_version": MANIFEST_VERSION, "name": ctx.spec.name, "spec_hash": spec_hash(ctx.spec),
         "spec": ctx.spec.model_dump(mode="json"), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "shards": entries, "tokenizer": "tokenizer.json",
+        "inputs": ctx.inputs,  # every file read: url, size and published checksum where known
         "totals": {"rows": sum(e["rows"] for e in entries), "bytes": sum(e["bytes"] for e in entries),
                    "by_status": {"ok": dl.rows_out, **dl.info["fetch_failures"]}, "refused_before_fetch": dl.info["refused_before_fetch"],
                    "refused_at_connection": dl.info["refused_at_connection"]},

@@ -3,7 +3,8 @@
 Each line is `domain_code page_title count_views total_response_size`
 (https://dumps.wikimedia.org/other/pageviews/). We keep the given projects (`en` is desktop
 English Wikipedia), drop titles containing `:` (other namespaces, as MetaCLIP does), turn `_`
-into spaces, and sum views over all files given. Malformed lines are counted, not fatal.
+into spaces, and sum views over all files given. Malformed lines and missing files are counted,
+not fatal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ def title_views(files: list[str], projects: list[str], stats: dict[str, int] | N
     wanted = set(projects)
     views: Counter[str] = Counter()
     for path in files:
-        with open_source(path) as fh:
+        try:
+            fh = open_source(path)
+        except FileNotFoundError:  # an hour the site does not have (they exist): counted, not fatal
+            stats["missing_files"] = stats.get("missing_files", 0) + 1
+            continue
+        with fh:
             for raw in fh:
                 parts = raw.decode("utf-8", "replace").split(" ")
                 if len(parts) != 4 or not parts[2].isdigit():

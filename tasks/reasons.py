@@ -13,6 +13,7 @@ REASONS: dict[str, str] = {
     "other_namespace": "a page outside the article namespace (Talk:, Wikipedia:, ...)",
     "malformed_dump": "the dump stopped parsing here (truncated or broken XML); pages before it were counted",
     "malformed_pageview_line": "a pageview line that is not `project title views bytes`",
+    "missing_pageview_file": "an hourly pageview file the source does not have (404 or no such file)",
     "namespace_title": "a pageview title with `:` (another namespace), skipped as MetaCLIP does",
     "title_not_in_dump": "a popular title that is not an article of the dumps read",
     "api_error": "the MediaWiki API failed for this title after retries",

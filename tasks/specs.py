@@ -62,6 +62,12 @@ class WikiApiSpec(Strict):
 
 class WikipediaSpec(Strict):
     dumps: list[str] = []  # pages-articles XML (.xml / .xml.bz2 / multistream parts), paths or URLs
+    # a dump by name instead: every pages-articles multistream part of `wiki`'s dump of
+    # `dump_date` and its index, from the dump's dumpstatus.json under `dumps_base_url` (the public
+    # site, a mirror server with its layout, a file:// URL or a local folder)
+    wiki: str | None = None  # enwiki, zhwiki, ...
+    dump_date: str | None = None  # 20240601
+    dumps_base_url: str = "https://dumps.wikimedia.org"
     api: WikiApiSpec | None = None
     min_unigram_count: int = 100
     min_bigram_count: int = 100
@@ -80,6 +86,13 @@ class WikipediaSpec(Strict):
 
 class PageviewsSpec(Strict):
     files: list[str] = []  # hourly pageviews-YYYYMMDD-HH0000.gz files, paths or URLs
+    # or by days: all 24 hours of `dates`, or of `days` days drawn with `seed` from `date_range`
+    # (MetaCLIP: 26 random days), under `base_url` (a missing hour is counted, not fatal)
+    days: int | None = None
+    date_range: list[str] | None = None  # ["2018-01-01", "2023-12-31"], both ends included
+    dates: list[str] = []  # ["2018-01-01", ...]
+    seed: int = 0
+    base_url: str = "https://dumps.wikimedia.org"
     projects: list[str] = ["en"]
     min_title_views: int = 70
 
@@ -107,6 +120,11 @@ class TableSpec(Strict):
 class CrawlSpec(Strict):
     warc: list[str] = []  # .warc.gz / .wat.gz files, paths or URLs
     warc_paths_file: str | None = None  # Common Crawl's warc.paths.gz
+    # or a crawl by id: the first max_warc_files of crawl-data/<crawl_id>/<crawl_files>.paths.gz
+    # under cc_base_url (the public bucket's https mirror, a mirror server, file:// or a folder)
+    crawl_id: str | None = None  # CC-MAIN-2020-34
+    crawl_files: Literal["warc", "wat"] = "warc"
+    cc_base_url: str = "https://data.commoncrawl.org"
     warc_prefix: str = "https://data.commoncrawl.org/"
     max_warc_files: int | None = None
     tables: list[TableSpec] = []
@@ -173,8 +191,13 @@ class BuildSpec(Strict):
     @model_validator(mode="after")
     def _has_inputs(self) -> BuildSpec:
         crawl = self.crawl
-        if not (crawl.warc or crawl.warc_paths_file or crawl.tables):
-            raise ValueError("crawl: give at least one of warc, warc_paths_file, tables")
+        if not (crawl.warc or crawl.warc_paths_file or crawl.crawl_id or crawl.tables):
+            raise ValueError("crawl: give at least one of warc, warc_paths_file, crawl_id, tables")
+        if crawl.crawl_id and crawl.warc_paths_file:
+            raise ValueError("crawl: crawl_id names the paths file; give it or warc_paths_file, not both")
+        pv = self.vocabulary.pageviews
+        if pv.days and not pv.date_range:
+            raise ValueError("vocabulary.pageviews: `days` draws from `date_range`; give both (or `dates`)")
         return self
 
 
