@@ -71,8 +71,14 @@ class WikipediaSpec(Strict):
     api: WikiApiSpec | None = None
     min_unigram_count: int = 100
     min_bigram_count: int = 100
-    min_pmi: float = 8.0  # log2 units
-    max_bigrams: int | None = 100_000
+    # MetaCLIP keeps bigrams with "PMI > 30" (metadata/build_metadata.py: threshold_bigram = 30.,
+    # then the highest-PMI ones up to 100,646). Read as the ratio p(xy) / (p(x) p(y)), 30 is log2 PMI
+    # 4.907, our unit; read as log2 it would keep only pairs seen a handful of times in billions of
+    # tokens (log2 PMI <= log2(N / count)), so the ratio is the reading that selects phrases. The
+    # count under which MetaCLIP's PMI list starts is not published: ranking by raw PMI puts the
+    # rarest pairs first, so we also require `min_bigram_count` and rank by normalised PMI.
+    min_pmi: float = 4.907  # log2 units: log2(30)
+    max_bigrams: int | None = 100_646  # MetaCLIP's bigram count
     workers: int = 2
     # Memory bound of counting: a worker spills its counts to disk once it holds this many
     # distinct keys; the merge then reads one of `partitions` hash partitions at a time.
