@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["vocabulary", "language_id", "matching", "download", "model", "train", "loader", "eval"]
+ORDER = ["vocabulary", "segment_zh", "language_id", "matching", "download", "model", "train", "loader", "eval"]
 
 
 def fmt(x) -> str:

@@ -218,10 +218,10 @@ def candidates(run: StageRun) -> Stats:
     return total  # cross-file dedup happens in the match stage
 
 
-def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool) -> Stats:
+def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool, language: str = "en") -> Stats:
     from tasks.matching import match_shard
 
-    return match_shard(auto_bytes, Path(in_path), Path(out_path), case_sensitive)
+    return match_shard(auto_bytes, Path(in_path), Path(out_path), case_sensitive, language)
 
 
 def match(run: StageRun) -> Stats:
@@ -245,9 +245,10 @@ def match(run: StageRun) -> Stats:
             seen.add(u)
         dups += mask.count(False)
         pq.write_table(t.filter(pa.array(mask)), dedup_dir / f.name)
-    auto = automaton_from_vocabulary(queries)
+    voc = run.ctx.spec.vocabulary
+    auto = automaton_from_vocabulary(queries, voc.language)
     blob = pickle.dumps(auto)
-    jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), run.ctx.spec.vocabulary.case_sensitive) for f in files]
+    jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), voc.case_sensitive, voc.language) for f in files]
     results = run_parallel(_match_job, jobs, run.ctx.spec.matching.workers, run.ctx.spec.ray.address, "match: shards", run.log)
     shutil.rmtree(dedup_dir)
     table = entry_counts(run.dir, queries, run.dir / "entry_counts.parquet")
@@ -324,7 +325,8 @@ STAGE_LIST = [
     Stage("vocabulary", vocabulary, config=lambda ctx: (ctx.spec.vocabulary.model_dump(), ctx.dumps, ctx.pageviews)),
     Stage("candidates", candidates, config=lambda ctx: (ctx.spec.crawl.model_dump(), ctx.warcs)),
     Stage("match", match, reads=("vocabulary", "candidates"),
-          config=lambda ctx: (ctx.spec.vocabulary.case_sensitive, ctx.spec.matching.model_dump())),
+          config=lambda ctx: (ctx.spec.vocabulary.case_sensitive, ctx.spec.matching.model_dump(),
+                              *([ctx.spec.vocabulary.language] if ctx.spec.vocabulary.language != "en" else []))),
     Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump()),
     Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"),
           config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency"})),

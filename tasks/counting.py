@@ -22,7 +22,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.text_rules import is_word, tokens
+from tasks.text_rules import NO_SPACE_LANGUAGES, is_word, spaced, tokens
+
+
+def zh_tokens(text: str, case_sensitive: bool = True) -> list[str]:
+    """Words of Chinese text: each space-separated piece of the spaced text (punctuation marks are
+    pieces of their own, so no bigram spans them) segmented by rjieba (jieba's dictionary and HMM
+    in Rust: 20x jieba's speed with 98% of its cuts, bench/segment_zh.py)."""
+    import rjieba
+
+    out: list[str] = []
+    for piece in spaced(text, case_sensitive, "zh").split():
+        out += [t for t in rjieba.cut(piece) if t.strip()] if len(piece) > 1 else [piece]
+    return out
+
+
+def text_tokens(text: str, case_sensitive: bool = True, language: str = "en") -> list[str]:
+    return zh_tokens(text, case_sensitive) if language in NO_SPACE_LANGUAGES else tokens(text, case_sensitive)
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -32,9 +48,9 @@ def partition_of(key: str, partitions: int) -> int:
 class SpillCounter:
     """Counts unigrams and adjacent-word bigrams of texts; spills to `folder` when full."""
 
-    def __init__(self, folder: Path, partitions: int, spill_items: int, case_sensitive: bool = True):
+    def __init__(self, folder: Path, partitions: int, spill_items: int, case_sensitive: bool = True, language: str = "en"):
         self.folder, self.partitions, self.spill_items = folder, partitions, spill_items
-        self.case_sensitive = case_sensitive
+        self.case_sensitive, self.language = case_sensitive, language
         self.unigrams: Counter[str] = Counter()
         self.bigrams: Counter[str] = Counter()
         self.n_spills = 0
@@ -42,7 +58,7 @@ class SpillCounter:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def add_text(self, text: str) -> None:
-        toks = tokens(text, self.case_sensitive)
+        toks = text_tokens(text, self.case_sensitive, self.language)
         words = [t if is_word(t) else None for t in toks]
         self.unigrams.update(t for t in words if t is not None)
         self.total_tokens += len(toks)

@@ -88,6 +88,10 @@ class WikipediaSpec(Strict):
     # ranges of `streams_per_part` bz2 streams (100 pages each), counted in parallel.
     multistream_index: dict[str, str] = {}  # dump -> its index
     streams_per_part: int = 2000
+    # caps on the unigrams kept (None: none): MetaCLIP 2 keeps a language's most frequent 10% of
+    # distinct words, at most 251,465 (data_specs/sample-zh.yaml uses them)
+    unigram_top_share: float | None = None
+    max_unigrams: int | None = None
 
 
 class PageviewsSpec(Strict):
@@ -101,6 +105,9 @@ class PageviewsSpec(Strict):
     base_url: str = "https://dumps.wikimedia.org"
     projects: list[str] = ["en"]
     min_title_views: int = 70
+    # caps on the titles kept, most viewed first (None: none); MetaCLIP 2: 76%, at most 61,235
+    title_top_share: float | None = None
+    max_titles: int | None = None
 
 
 class WordNetSpec(Strict):
@@ -110,6 +117,10 @@ class WordNetSpec(Strict):
 
 class VocabularySpec(Strict):
     case_sensitive: bool = True  # MetaCLIP matches case-sensitively on purpose ("Apple" != "apple")
+    # the vocabulary's language: its rules for counting and matching (tasks/text_rules.py). Languages
+    # written with spaces share English's; zh is segmented into words and matched without word
+    # boundaries (MetaCLIP 2). A build-wit spec's top-level `language` sets it.
+    language: str = "en"
     wikipedia: WikipediaSpec = WikipediaSpec()
     pageviews: PageviewsSpec = PageviewsSpec()
     wordnet: WordNetSpec = WordNetSpec()
@@ -186,6 +197,8 @@ class BuildSpec(Strict):
     seed: int = 0
     output_dir: str  # relative paths are relative to the repository root
     world: WorldSpec | None = None
+    # the build's language: sets vocabulary.language and crawl.languages where the spec does not
+    language: str | None = None
     vocabulary: VocabularySpec = VocabularySpec()
     crawl: CrawlSpec = CrawlSpec()
     matching: MatchingSpec = MatchingSpec()
@@ -194,8 +207,23 @@ class BuildSpec(Strict):
     ray: RaySpec = RaySpec()
     tokenizer_vocab_size: int = 8192  # byte-level BPE trained on the build's captions
 
+    @model_validator(mode="before")
+    @classmethod
+    def _language_defaults(cls, data):
+        if isinstance(data, dict) and data.get("language"):
+            lang = data["language"]
+            data = dict(data)
+            data["vocabulary"] = {"language": lang, **(data.get("vocabulary") or {})}
+            data["crawl"] = {"languages": [lang], **(data.get("crawl") or {})}
+        return data
+
     @model_validator(mode="after")
     def _has_inputs(self) -> BuildSpec:
+        from tasks.text_rules import NO_SPACE_LANGUAGES
+
+        if self.vocabulary.language not in NO_SPACE_LANGUAGES and self.vocabulary.language in {"ja", "th", "lo", "km", "my", "bo"}:
+            raise ValueError(f"vocabulary.language: {self.vocabulary.language} is written without spaces and has no "
+                             f"segmenter in openwit yet (supported: {sorted(NO_SPACE_LANGUAGES)} and languages with spaces)")
         crawl = self.crawl
         if not (crawl.warc or crawl.warc_paths_file or crawl.crawl_id or crawl.tables):
             raise ValueError("crawl: give at least one of warc, warc_paths_file, crawl_id, tables")

@@ -33,7 +33,7 @@ from tasks.engine import Stats, mark_unit, unit_stats
 from tasks.pageviews import title_views
 from tasks.parallel import run_parallel
 from tasks.specs import VocabularySpec
-from tasks.text_rules import normalise_entry
+from tasks.text_rules import NO_SPACE_LANGUAGES, normalise_entry
 from tasks.wikitext import DumpError, iter_article_texts
 from tasks.wordnet import synset_head_names
 
@@ -57,13 +57,13 @@ def _part_name(i: int, source: str) -> str:
 
 
 def count_texts(texts: Iterable[tuple[str, str]], folder: Path, partitions: int, spill_items: int,
-                case_sensitive: bool, stats: dict) -> PartResult:
+                case_sensitive: bool, stats: dict, language: str = "en") -> PartResult:
     """Count one part's texts into `folder`, crash-safe: the folder is renamed into place when
     complete, then the part is marked done."""
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    counter = SpillCounter(tmp, partitions, spill_items, case_sensitive)
+    counter = SpillCounter(tmp, partitions, spill_items, case_sensitive, language)
     titles = []
     try:
         for title, text in texts:
@@ -81,10 +81,11 @@ def count_texts(texts: Iterable[tuple[str, str]], folder: Path, partitions: int,
     return PartResult(folder.name, folder, stats)
 
 
-def count_dump_part(source: str, folder: str, partitions: int, spill_items: int, case_sensitive: bool) -> PartResult:
+def count_dump_part(source: str, folder: str, partitions: int, spill_items: int, case_sensitive: bool,
+                    language: str = "en") -> PartResult:
     """One dump file (or multistream part): a unit of parallel work, locally or on Ray."""
     stats: dict = {"source": source}
-    return count_texts(iter_article_texts(source, stats), Path(folder), partitions, spill_items, case_sensitive, stats)
+    return count_texts(iter_article_texts(source, stats), Path(folder), partitions, spill_items, case_sensitive, stats, language)
 
 
 def select_bigrams(part_folders: list[Path], spec: VocabularySpec, unigram_counts: dict[str, int],
@@ -121,7 +122,7 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
         if (cached := unit_stats(parts_dir, folder.name)) is not None:
             done.append(PartResult(folder.name, folder, cached.info))
         else:
-            jobs.append((src, str(folder), wp.partitions, wp.spill_items, spec.case_sensitive))
+            jobs.append((src, str(folder), wp.partitions, wp.spill_items, spec.case_sensitive, spec.language))
     progress(f"vocabulary: {len(done)} dump parts cached, {len(jobs)} to count")
     results = done + run_parallel(count_dump_part, jobs, wp.workers, ray_address, "vocabulary: dump parts", progress)
     if wp.api is not None:
@@ -131,7 +132,7 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
 
             st: dict = {"source": "wikipedia-api"}
             cached = Stats(info=count_texts(fetch_articles(wp.api, st), folder, wp.partitions, wp.spill_items,
-                                            spec.case_sensitive, st).stats)
+                                            spec.case_sensitive, st, spec.language).stats)
         results.append(PartResult("api", folder, cached.info))
     part_folders = [r.folder for r in results]
     total_tokens = sum(r.stats.get("tokens", 0) for r in results)
@@ -147,17 +148,21 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
     entries: dict[str, dict] = {}
 
     def entry(q: str) -> dict:
-        q = normalise_entry(q, spec.case_sensitive)
+        q = normalise_entry(q, spec.case_sensitive, spec.language)
         return entries.setdefault(q, {"sources": set(), "unigram_count": None, "bigram_count": None,
                                       "pmi": None, "npmi": None, "title_views": None}) if q else {"sources": set()}
 
-    for w, c in unigram_counts.items():
-        if c >= wp.min_unigram_count:
-            e = entry(w)
-            e["sources"].add("wikipedia_unigram")
-            e["unigram_count"] = c
+    kept = sorted(((c, w) for w, c in unigram_counts.items() if c >= wp.min_unigram_count), key=lambda x: (-x[0], x[1]))
+    if wp.unigram_top_share is not None:  # MetaCLIP 2: the most frequent 10% of a language's distinct words
+        kept = kept[: int(len(unigram_counts) * wp.unigram_top_share)]
+    if wp.max_unigrams is not None:
+        kept = kept[: wp.max_unigrams]
+    for c, w in kept:
+        e = entry(w)
+        e["sources"].add("wikipedia_unigram")
+        e["unigram_count"] = c
     for key, c, pmi, npmi in bigrams:
-        e = entry(key)
+        e = entry(key.replace(" ", "") if spec.language in NO_SPACE_LANGUAGES else key)  # MetaCLIP 2: joined
         e["sources"].add("wikipedia_bigram")
         e.update(bigram_count=c, pmi=round(pmi, 4), npmi=round(npmi, 4))
 
@@ -166,6 +171,11 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
     if pageview_files:
         views = title_views(pageview_files, spec.pageviews.projects, pv_stats)
         popular = {t: v for t, v in views.items() if v >= spec.pageviews.min_title_views}
+        if spec.pageviews.title_top_share is not None or spec.pageviews.max_titles is not None:  # MetaCLIP 2's cap
+            order = sorted(popular, key=lambda t: (-popular[t], t))
+            n = len(order) if spec.pageviews.title_top_share is None else int(len(order) * spec.pageviews.title_top_share)
+            order = order[: min(n, spec.pageviews.max_titles or n)]
+            popular = {t: popular[t] for t in order}
         if part_folders and dumps:  # only titles that are articles in the dump
             in_dump = set()
             for f in part_folders:
