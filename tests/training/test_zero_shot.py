@@ -128,13 +128,19 @@ def test_group_metrics_count_only_the_groups_images_among_all_classes(tmp_path):
         group_metrics("s", cm, ["a", "b", "c"], per_class, str(groups))
 
 
-def test_the_sample_suite_resolves_its_groups_in_its_world(tmp_path, monkeypatch):
+def test_a_suite_resolves_its_groups_in_its_world(tmp_path, monkeypatch):
+    """`class_groups: world:...` resolves inside the suite's world, like its images (the tiny world
+    here; data_specs/eval/sample-concepts.yaml does the same in the default one)."""
     import json
 
+    from tasks.specs import SuiteSpec, load_spec
     from tasks.suites import resolve_suite
 
-    monkeypatch.setenv("OPENWIT_STATE", str(tmp_path))  # the default world is generated here (~15 s)
-    s = resolve_suite("data_specs/eval/sample-concepts.yaml")
-    groups = json.loads(Path(s["class_groups"]).read_text())
-    assert s["source"]["path"].endswith("eval/concepts") and set(groups) == {"head", "tail"}
-    assert s["train_source"]["path"].endswith("eval/concepts-train")
+    monkeypatch.setenv("OPENWIT_STATE", str(tmp_path))
+    spec = {"kind": "eval-suite", "name": "s", "source": {"kind": "world", "path": "world:eval/shape", "world": {"size": "tiny", "seed": 0}},
+            "class_groups": "world:eval/groups.json"}
+    s = resolve_suite(spec)
+    assert s["source"]["path"].endswith("eval/shape") and s["class_groups"] == str(Path(s["source"]["path"]).parent / "groups.json")
+    shipped = load_spec("data_specs/eval/sample-concepts.yaml", SuiteSpec)
+    assert shipped.class_groups == "world:eval/concepts-groups.json" and shipped.source.world.size == "default"
+    assert json.loads(json.dumps(s))  # plain data, as the trainer receives it
