@@ -164,7 +164,14 @@ class WorkerTracker:
         self.client.log_metric(self.run_id, "train/skipped_records", float(sum(skipped.values())), step=step)
         log_model(self.cfg, folder)
         if self._sysmon:
-            self._sysmon.finish()
+            mon, self._sysmon = self._sysmon, None
+            mon.finish()
+            try:  # a sample at the end, so a run shorter than the sampling interval has system metrics too
+                mon.collect_metrics()
+                mon.publish_metrics(mon.aggregate_metrics())
+                mon.mlflow_logger.flush()
+            except Exception:  # noqa: BLE001 - system metrics are a nicety
+                pass
 
 
 def log_model(cfg: dict, folder: Path) -> None:
