@@ -159,8 +159,8 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
     metrics, artifacts = {}, {}
     # inputs go to the model's device (a GPU during training); features come back to the CPU
     device = next(model.parameters()).device
-    enc_text = lambda texts: model.encode_text(tokenizer(texts).to(device)).float().cpu()  # noqa: E731
-    enc_image = lambda x: model.encode_image(x.to(device)).float().cpu()  # noqa: E731
+    enc_text = lambda texts: model.encode_text(tokenizer(texts).to(device)).float().cpu()
+    enc_image = lambda x: model.encode_image(x.to(device)).float().cpu()
     feats, labels = image_features(enc_image, batches(data.images, data.labels, image_size))
     tasks = suite.get("tasks", ["zeroshot"])
     if "zeroshot" in tasks and data.classnames:

@@ -170,8 +170,10 @@ class WorkerTracker:
                 mon.collect_metrics()
                 mon.publish_metrics(mon.aggregate_metrics())
                 mon.mlflow_logger.flush()
-            except Exception:  # noqa: BLE001 - system metrics are a nicety
-                pass
+            except Exception:  # system metrics are a nicety
+                import logging
+
+                logging.getLogger(__name__).debug("no final system-metrics sample", exc_info=True)
 
 
 def log_model(cfg: dict, folder: Path) -> None:

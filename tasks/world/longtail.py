@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from tasks.world.concepts import FILLER
 from tasks.world.render import encode
 from tasks.world.wiki import ArticleWriter
 
@@ -200,7 +199,7 @@ def render_web(www: Path, rng: random.Random, world: list[Concept], n: int, px: 
     (www / "img").mkdir(parents=True, exist_ok=True)
     weights = zipf_weights(len(world))
     cap_w = [CAPTION_WEIGHTS.get(c, 1) for c in CAPTIONS]
-    caption = lambda a: rng.choices(CAPTIONS, cap_w)[0].format(a=a.name)  # noqa: E731
+    caption = lambda a: rng.choices(CAPTIONS, cap_w)[0].format(a=a.name)
     freq = {c.name: 0 for c in world}
     out: list[WebImage] = []
     i = 0
@@ -274,24 +273,20 @@ class FlagArticleWriter(ArticleWriter):
         self.weights = zipf_weights(len(world))
         self.colour_words = [COLOUR_WORDS.get(c, c) for c in PALETTE]
 
-    def sentence(self) -> str:
+    decorated = False
+
+    def insertion(self) -> str:
+        """A country (as often as the web names it), a colour, a phrase or a link to a country."""
         rng = self.rng
-        words = rng.choices(FILLER, self.filler_w, k=rng.randint(6, 16))
-        for _ in range(rng.randint(1, 3)):
-            pos = rng.randrange(len(words) + 1)
-            r = rng.random()
-            if r < 0.45:
-                words.insert(pos, rng.choices(self.names, self.weights)[0])
-            elif r < 0.6:
-                words.insert(pos, rng.choice(self.colour_words))
-            elif r < 0.8:
-                words.insert(pos, rng.choice(PHRASES))
-            else:
-                target = rng.choices(self.names, self.weights)[0]
-                words.insert(pos, f"[[{target}|the flag of {target}]]" if rng.random() < 0.5 else f"[[{target}]]")
-        text = " ".join(words)
-        punct = rng.choice([".", ".", ".", "!", "?", ";"])
-        return text[0].upper() + text[1:] + punct
+        r = rng.random()
+        if r < 0.45:
+            return rng.choices(self.names, self.weights)[0]
+        if r < 0.6:
+            return rng.choice(self.colour_words)
+        if r < 0.8:
+            return rng.choice(PHRASES)
+        target = rng.choices(self.names, self.weights)[0]
+        return f"[[{target}|the flag of {target}]]" if rng.random() < 0.5 else f"[[{target}]]"
 
     def intro(self, title: str) -> str:
         c = self.by_name.get(title)

@@ -43,26 +43,33 @@ class ArticleWriter:
         self.concepts = list(COLOURS) + SHAPES + list(SIZES) + list(BACKGROUNDS)
         self.filler_w = _zipf_weights(len(FILLER))
 
+    decorated = True  # some sentences bold, some with a trailing filler word
+
+    def insertion(self) -> str:
+        """One topic word, phrase or link put into a sentence of filler words."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.45:
+            return rng.choice(self.concepts)
+        if r < 0.7:
+            return f"{rng.choice(list(COLOURS))} {rng.choice(SHAPES)}"
+        if r < 0.85:
+            return rng.choice(PHRASES)
+        target = rng.choice(SHAPES).capitalize()
+        return f"[[{target}|{target.lower()}s]]" if rng.random() < 0.5 else f"[[{target}]]"
+
     def sentence(self) -> str:
         rng = self.rng
         words = rng.choices(FILLER, self.filler_w, k=rng.randint(6, 16))
         for _ in range(rng.randint(1, 3)):
             pos = rng.randrange(len(words) + 1)
-            r = rng.random()
-            if r < 0.45:
-                words.insert(pos, rng.choice(self.concepts))
-            elif r < 0.7:
-                words.insert(pos, f"{rng.choice(list(COLOURS))} {rng.choice(SHAPES)}")
-            elif r < 0.85:
-                words.insert(pos, rng.choice(PHRASES))
-            else:
-                target = rng.choice(SHAPES).capitalize()
-                words.insert(pos, f"[[{target}|{target.lower()}s]]" if rng.random() < 0.5 else f"[[{target}]]")
+            words.insert(pos, self.insertion())
         text = " ".join(words)
-        if rng.random() < 0.2:
+        if self.decorated and rng.random() < 0.2:
             text = f"'''{text}'''"
         punct = rng.choice([".", ".", ".", "!", "?", ";"])
-        return text[0].upper() + text[1:] + punct + (f", {rng.choice(FILLER)}." if rng.random() < 0.1 else "")
+        tail = f", {rng.choice(FILLER)}." if self.decorated and rng.random() < 0.1 else ""
+        return text[0].upper() + text[1:] + punct + tail
 
     def markup(self) -> str:
         """One piece of markup whose words must never be counted."""
