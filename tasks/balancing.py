@@ -4,6 +4,12 @@ Each entry gets p = min(1, t / count). A pair is kept when any of its entries ac
 independent draw, so P(keep) = 1 - prod(1 - p_i); pairs that match nothing were already
 dropped. The draw for (pair, entry) is a hash of (seed, uid, entry_id), not a stream of random
 numbers, so the output is the same whatever the number of shards or workers.
+
+A multilingual build balances each language with its own t (MetaCLIP 2): English keeps `t`; every
+other language gets the t at which the same share of its matches falls in tail entries as
+English has at t (`t_to_p` on English, `p_to_t` on the language: the count at which the
+cumulative share of the language's sorted entry counts is closest to English's tail share), or a
+fixed t from the spec.
 """
 
 from __future__ import annotations
@@ -39,9 +45,54 @@ def uniform_draws(seed: int, uids: np.ndarray, entry_ids: np.ndarray) -> np.ndar
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def keep_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
+def keep_probabilities(counts: np.ndarray, t: int | np.ndarray) -> np.ndarray:
+    """min(1, t / count) per entry; `t` one number or one per entry."""
     with np.errstate(divide="ignore"):
         return np.where(counts > 0, np.minimum(1.0, t / np.maximum(counts, 1)), 0.0)
+
+
+def t_to_p(counts: np.ndarray, t: int) -> float:
+    """The share of matches held by tail entries (count < t)."""
+    total = counts.sum()
+    return float(counts[counts < t].sum() / total) if total else 0.0
+
+
+def p_to_t(counts: np.ndarray, p: float) -> int:
+    """The t whose tail share is closest to p: entries sorted by count, the count at which the
+    cumulative share of matches is nearest to p (MetaCLIP 2's rule, zeros included)."""
+    c = np.sort(np.asarray(counts, dtype=np.int64))
+    if not c.sum():
+        return 0
+    portion = np.cumsum(c) / c.sum()
+    return int(c[int(np.abs(portion - p).argmin())])
+
+
+def language_thresholds(counts: pa.Table, spec) -> dict[str, int]:
+    """t for every language of entry_counts (`language`, `count`), by the spec (BalancingSpec):
+    English (or the first language when there is none) keeps max_pairs_per_query; the others get a
+    fixed `t_by_language` or follow `language_t`."""
+    langs = list(dict.fromkeys(counts["language"].to_pylist()))
+    c = counts["count"].to_numpy()
+    lang_col = np.array(counts["language"].to_pylist(), dtype=object)
+    ref = "en" if "en" in langs else langs[0] if langs else "en"
+    t = spec.max_pairs_per_query
+    p_ref = t_to_p(c[lang_col == ref], t)
+    out = {}
+    for lang in langs:
+        if lang in spec.t_by_language:
+            out[lang] = int(spec.t_by_language[lang])
+        elif lang == ref or spec.language_t == "same":
+            out[lang] = int(t)
+        else:
+            out[lang] = max(1, p_to_t(c[lang_col == lang], p_ref))
+    return out
+
+
+def entry_thresholds(languages: list[str], t: int | dict[str, int]) -> np.ndarray:
+    """Each entry's t, from its language."""
+    if isinstance(t, int):
+        return np.full(len(languages), t, dtype=np.int64)
+    return np.array([t[lang] for lang in languages], dtype=np.int64)
 
 
 def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa.Table, np.ndarray]:
@@ -64,19 +115,26 @@ def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa
     return out, p_keep
 
 
-def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int, seed: int) -> dict:
-    """Balance every matched shard into out_dir/NNNNN.parquet; return sizes and expectations."""
+def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int | dict[str, int], seed: int) -> dict:
+    """Balance every matched shard into out_dir/NNNNN.parquet; return sizes and expectations.
+    `t`: one threshold, or one per language (entry_counts' `language` column)."""
     counts = pq.read_table(counts_path)
-    p_entry = keep_probabilities(counts["count"].to_numpy(), t)
+    languages = counts["language"].to_pylist() if "language" in counts.column_names else ["en"] * counts.num_rows
+    p_entry = keep_probabilities(counts["count"].to_numpy(), entry_thresholds(languages, t))
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = kept = 0
     expected = 0.0
+    by_lang: dict[str, dict[str, int]] = {}
     kept_counts = np.zeros(len(p_entry), dtype=np.int64)
     for i, f in enumerate(match_files):
         matched = pq.read_table(f)
         out, p_keep = balance_table(matched, p_entry, seed)
         pool += matched.num_rows
         kept += out.num_rows
+        if "lang" in matched.column_names:
+            for col, table in (("pool", matched), ("kept", out)):
+                for lang, n in zip(*np.unique(np.array(table["lang"].to_pylist(), dtype=str), return_counts=True)):
+                    by_lang.setdefault(str(lang), {"pool": 0, "kept": 0})[col] += int(n)
         expected += float(p_keep.sum())
         if out.num_rows:
             np.add.at(kept_counts, pc.list_flatten(out["entry_ids"]).to_numpy(), 1)
@@ -84,7 +142,11 @@ def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t:
         pq.write_table(out, tmp)
         tmp.rename(out_dir / f"{i:05d}.parquet")
     pq.write_table(pa.table({"entry_id": counts["entry_id"], "count_after": kept_counts}), out_dir / "entry_counts_after.parquet")
-    stats = {"pool": pool, "kept": kept, "expected_kept": round(expected, 1), "t": t, "seed": seed}
+    t_ref = t if isinstance(t, int) else t.get("en", next(iter(t.values()), 0))
+    stats = {"pool": pool, "kept": kept, "expected_kept": round(expected, 1), "t": t_ref, "seed": seed,
+             "pairs_by_language": dict(sorted(by_lang.items()))}
+    if not isinstance(t, int):
+        stats["t_by_language"] = t
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 

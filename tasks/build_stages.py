@@ -24,17 +24,33 @@ from tasks.specs import BuildSpec, SpecError, resolve_path
 
 
 @dataclass
+class VocabularyInputs:
+    """One language's vocabulary inputs, resolved: dump parts (byte ranges of multistream dumps)
+    and pageview files."""
+    dumps: list[str] = field(default_factory=list)
+    pageviews: list[str] = field(default_factory=list)
+    index: dict[str, str] = field(default_factory=dict)  # multistream part -> index, resolved by name
+
+
+@dataclass
 class BuildContext:
     spec: BuildSpec
     out: Path
     world: Path | None = None
-    dumps: list[str] = field(default_factory=list)
-    pageviews: list[str] = field(default_factory=list)
+    vocab: dict[str, VocabularyInputs] = field(default_factory=dict)  # language -> its inputs
     warcs: list[str] = field(default_factory=list)
-    index: dict[str, str] = field(default_factory=dict)  # multistream part -> index, resolved by name
     inputs: list[dict] = field(default_factory=list)  # every input file (url, size, checksum): the manifest's
     log: Callable[[str], None] = print
     dns_lookup: Callable | None = None  # tests inject a fake resolver (tasks/download/guard.py)
+
+    @property
+    def dumps(self) -> list[str]:
+        """Every language's dump parts."""
+        return [d for v in self.vocab.values() for d in v.dumps]
+
+    @property
+    def pageviews(self) -> list[str]:
+        return [f for v in self.vocab.values() for f in v.pageviews]
 
     @contextlib.contextmanager
     def serving_world(self) -> Iterator[None]:
@@ -80,58 +96,74 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
         from tasks.world.generate import ensure_world
 
         ctx.world = ensure_world(spec.world, log=log)
-    ctx.dumps = _expand(spec.vocabulary.wikipedia.dumps, ctx)
-    ctx.pageviews = _expand(spec.vocabulary.pageviews.files, ctx)
     from tasks.candidates import warc_list
 
+    named: set[str] = set()
+    for lang, vspec in spec.vocabulary_specs().items():
+        vi = ctx.vocab[lang] = VocabularyInputs(_expand(vspec.wikipedia.dumps, ctx), _expand(vspec.pageviews.files, ctx))
+        named |= _resolve_named_vocabulary(ctx, vspec, vi)
     ctx.warcs = _expand(warc_list(spec.crawl), ctx)
-    named_pageviews = _resolve_named(ctx)
+    _resolve_named_crawl(ctx)
     missing = [p for p in ctx.dumps + ctx.pageviews + ctx.warcs + [ctx.input_path(t.path) for t in spec.crawl.tables]
-               if "://" not in p and not Path(p).exists() and p not in named_pageviews]
+               if "://" not in p and not Path(p).exists() and p not in named]
     if missing:
         raise SpecError(f"input file not found: {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
     from tasks.candidates import check_table_columns
 
     for i, t in enumerate(spec.crawl.tables):
         check_table_columns(t.model_copy(update={"path": ctx.input_path(t.path)}), f"crawl.tables[{i}]")
-    ctx.dumps = _split_multistream(ctx)
+    for lang, vspec in spec.vocabulary_specs().items():
+        ctx.vocab[lang].dumps = _split_multistream(ctx, vspec, ctx.vocab[lang])
     return ctx
 
 
-def _resolve_named(ctx: BuildContext) -> set[str]:
-    """Inputs named instead of listed (tasks/inputs.py) join the listed ones; every resolved file
-    goes into `ctx.inputs` for the manifest. Returns the pageview hours resolved by name (a
+def _resolve_named_vocabulary(ctx: BuildContext, vspec, vi: VocabularyInputs) -> set[str]:
+    """A language's inputs named instead of listed (tasks/inputs.py) join its listed ones; every
+    file goes into `ctx.inputs` for the manifest. Returns the pageview hours resolved by name (a
     missing hour is counted when read, not refused here)."""
     from tasks import inputs
 
-    wp, pv, cr = ctx.spec.vocabulary.wikipedia, ctx.spec.vocabulary.pageviews, ctx.spec.crawl
+    wp, pv = vspec.wikipedia, vspec.pageviews
     named: set[str] = set()
+    resolved: set[str] = set()
     if wp.wiki or wp.dump_date:
         if not (wp.wiki and wp.dump_date):
             raise SpecError("vocabulary.wikipedia: `wiki` and `dump_date` go together (e.g. enwiki and 20240601)")
         r = inputs.wikipedia_dump(wp.wiki, wp.dump_date, _base(wp.dumps_base_url))
-        ctx.dumps += r.files
-        ctx.index.update(r.index)
+        vi.dumps += r.files
+        vi.index.update(r.index)
         ctx.inputs += r.inputs
+        resolved.update(i["url"] for i in r.inputs)
         ctx.log(f"vocabulary: {wp.wiki} {wp.dump_date} resolves to {len(r.files)} multistream parts, {len(r.index)} with an index")
     days = inputs.pageview_days(pv.days, pv.date_range, pv.dates, pv.seed)
     if days:
         r = inputs.pageview_files(days, _base(pv.base_url))
-        ctx.pageviews += r.files
+        vi.pageviews += r.files
         ctx.inputs += r.inputs
         named.update(r.files)
         ctx.log(f"vocabulary: pageviews of {len(days)} days ({days[0]} .. {days[-1]}), {len(r.files)} hourly files")
+    listed = [("wikipedia", p) for p in vi.dumps if p not in resolved] + [("pageviews", p) for p in vi.pageviews if p not in named]
+    ctx.inputs += [_listed_input(s, p, vspec.language) for s, p in listed]
+    return named
+
+
+def _resolve_named_crawl(ctx: BuildContext) -> None:
+    from tasks import inputs
+
+    cr = ctx.spec.crawl
+    resolved: set[str] = set()
     if cr.crawl_id:
         r = inputs.common_crawl(cr.crawl_id, _base(cr.cc_base_url), cr.crawl_files, cr.max_warc_files)
         ctx.warcs += r.files
         ctx.inputs += r.inputs
+        resolved.update(i["url"] for i in r.inputs)
         ctx.log(f"candidates: {cr.crawl_id} resolves to {len(r.files)} {cr.crawl_files.upper()} files")
-    listed = [("wikipedia", p) for p in ctx.dumps if p not in {i["url"] for i in ctx.inputs}]
-    listed += [("pageviews", p) for p in ctx.pageviews if p not in named]
-    listed += [("crawl", p) for p in ctx.warcs if p not in {i["url"] for i in ctx.inputs}]
-    ctx.inputs += [{"source": s, "url": p, **({"size": Path(p).stat().st_size} if "://" not in p and Path(p).exists() else {})}
-                   for s, p in listed]
-    return named
+    ctx.inputs += [_listed_input("crawl", p) for p in ctx.warcs if p not in resolved]
+
+
+def _listed_input(source: str, p: str, language: str | None = None) -> dict:
+    size = {"size": Path(p).stat().st_size} if "://" not in p and Path(p).exists() else {}
+    return {"source": source, "url": p, **({"language": language} if language and language != "en" else {}), **size}
 
 
 def _base(base: str) -> str:
@@ -139,20 +171,20 @@ def _base(base: str) -> str:
     return base if "://" in base else str(resolve_path(base))
 
 
-def _split_multistream(ctx: BuildContext) -> list[str]:
+def _split_multistream(ctx: BuildContext, vspec, vi: VocabularyInputs) -> list[str]:
     """Dumps with a multistream index become byte ranges of `streams_per_part` streams each."""
     from tasks.wikitext import multistream_ranges
 
-    wp = ctx.spec.vocabulary.wikipedia
+    wp = vspec.wikipedia
     index = {ctx.input_path(d): ctx.input_path(i) for d, i in wp.multistream_index.items()}
-    index.update(ctx.index)  # resolved by name
+    index.update(vi.index)  # resolved by name
     for d, i in index.items():
-        if d not in ctx.dumps:
+        if d not in vi.dumps:
             raise SpecError(f"vocabulary.wikipedia.multistream_index: {d} is not one of the dumps")
         if "://" not in i and not Path(i).exists():
             raise SpecError(f"input file not found: {i}")
     out = []
-    for d in ctx.dumps:
+    for d in vi.dumps:
         if d in index:
             ranges = multistream_ranges(index[d], wp.streams_per_part)
             ctx.log(f"vocabulary: {d} splits into {len(ranges)} parts of {wp.streams_per_part} streams")
@@ -176,24 +208,32 @@ def _expand(paths: list[str], ctx: BuildContext) -> list[str]:
 
 # ----------------------------------------------------------------------------- stages
 def vocabulary(run: StageRun) -> Stats:
-    from tasks.vocabulary import build_vocabulary
+    """Each language's vocabulary (a multilingual build: one folder per language, then merged)."""
+    from tasks.vocabulary import build_vocabulary, merge_languages
 
     ctx = run.ctx
-    v = build_vocabulary(ctx.spec.vocabulary, run.dir, ctx.dumps, ctx.pageviews, ctx.spec.ray.address, ctx.log)
-    stats = Stats(rows_out=v["entries"], info={k: v[k] for k in ("entries", "by_source", "total_tokens", "wordnet_synsets",
-                                                                 "wordnet_names", "titles_kept", "top_unigrams", "top_bigrams")})
-    for part in v["parts"].values():
-        stats.rows_in += sum(part.get(k, 0) for k in ("articles", "skipped_redirect", "skipped_other_namespace"))
-        stats.drop("redirect_page", part.get("skipped_redirect", 0))
-        stats.drop("other_namespace", part.get("skipped_other_namespace", 0))
-        stats.drop("malformed_dump", 1 if part.get("malformed_dump") else 0)
-        stats.drop("api_error", part.get("api_errors", 0))
-        stats.drop("api_missing", part.get("api_missing", 0))
-    pv = v["pageviews"]
-    stats.drop("malformed_pageview_line", pv.get("malformed_lines", 0))
-    stats.drop("namespace_title", pv.get("skipped_namespace_titles", 0))
-    stats.drop("missing_pageview_file", pv.get("missing_files", 0))
-    stats.drop("title_not_in_dump", pv.get("popular_not_in_dump", 0))
+    specs = ctx.spec.vocabulary_specs()
+    built = {}
+    for lang, vspec in specs.items():
+        folder = run.dir if len(specs) == 1 else run.dir / lang
+        vi = ctx.vocab[lang]
+        built[lang] = build_vocabulary(vspec, folder, vi.dumps, vi.pageviews, ctx.spec.ray.address, ctx.log)
+    v = built[next(iter(specs))] if len(specs) == 1 else merge_languages(run.dir, list(specs))
+    keys = ("entries", "by_source", "total_tokens", "wordnet_synsets", "wordnet_names", "titles_kept", "top_unigrams", "top_bigrams")
+    stats = Stats(rows_out=v["entries"], info={k: v[k] for k in keys + (("by_language",) if len(specs) > 1 else ())})
+    for b in built.values():
+        for part in b["parts"].values():
+            stats.rows_in += sum(part.get(k, 0) for k in ("articles", "skipped_redirect", "skipped_other_namespace"))
+            stats.drop("redirect_page", part.get("skipped_redirect", 0))
+            stats.drop("other_namespace", part.get("skipped_other_namespace", 0))
+            stats.drop("malformed_dump", 1 if part.get("malformed_dump") else 0)
+            stats.drop("api_error", part.get("api_errors", 0))
+            stats.drop("api_missing", part.get("api_missing", 0))
+        pv = b["pageviews"]
+        stats.drop("malformed_pageview_line", pv.get("malformed_lines", 0))
+        stats.drop("namespace_title", pv.get("skipped_namespace_titles", 0))
+        stats.drop("missing_pageview_file", pv.get("missing_files", 0))
+        stats.drop("title_not_in_dump", pv.get("popular_not_in_dump", 0))
     stats.dropped = +stats.dropped  # reasons that did not occur are not listed
     return stats
 
@@ -218,17 +258,17 @@ def candidates(run: StageRun) -> Stats:
     return total  # cross-file dedup happens in the match stage
 
 
-def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool, language: str = "en") -> Stats:
+def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool) -> Stats:
     from tasks.matching import match_shard
 
-    return match_shard(auto_bytes, Path(in_path), Path(out_path), case_sensitive, language)
+    return match_shard(auto_bytes, Path(in_path), Path(out_path), case_sensitive)
 
 
 def match(run: StageRun) -> Stats:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.matching import automaton_from_vocabulary, entry_counts
+    from tasks.matching import automata_from_vocabulary, entry_counts
 
     files = sorted(run.input("candidates").glob("*.parquet"))
     queries = run.input("vocabulary") / "queries.parquet"
@@ -245,10 +285,10 @@ def match(run: StageRun) -> Stats:
             seen.add(u)
         dups += mask.count(False)
         pq.write_table(t.filter(pa.array(mask)), dedup_dir / f.name)
-    voc = run.ctx.spec.vocabulary
-    auto = automaton_from_vocabulary(queries, voc.language)
-    blob = pickle.dumps(auto)
-    jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), voc.case_sensitive, voc.language) for f in files]
+    automata = automata_from_vocabulary(queries)  # one per language
+    blob = pickle.dumps(automata)
+    case_sensitive = next(iter(run.ctx.spec.vocabulary_specs().values())).case_sensitive
+    jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), case_sensitive) for f in files]
     results = run_parallel(_match_job, jobs, run.ctx.spec.matching.workers, run.ctx.spec.ray.address, "match: shards", run.log)
     shutil.rmtree(dedup_dir)
     table = entry_counts(run.dir, queries, run.dir / "entry_counts.parquet")
@@ -266,14 +306,21 @@ def match_files(match_dir: Path) -> list[Path]:
 
 
 def balance(run: StageRun) -> Stats:
-    from tasks.balancing import balance_shards, unbalanced_sample
+    import pyarrow.parquet as pq
+
+    from tasks.balancing import balance_shards, language_thresholds, unbalanced_sample
     from tasks.datacard import balance_report
 
     spec = run.ctx.spec.balancing
     files = match_files(run.input("match"))
-    b = balance_shards(files, run.input("match") / "entry_counts.parquet", run.dir, spec.max_pairs_per_query, spec.seed)
+    counts_path = run.input("match") / "entry_counts.parquet"
+    counts = pq.read_table(counts_path, columns=["language", "count"])
+    t_by_language = language_thresholds(counts, spec)
+    if len(t_by_language) > 1:
+        run.log("balance: t per language " + ", ".join(f"{k} {v:,}" for k, v in t_by_language.items()))
+    b = balance_shards(files, counts_path, run.dir, t_by_language, spec.seed)
     b["unbalanced_baseline"] = unbalanced_sample(files, b["kept"], spec.seed, run.dir / "unbalanced_uids.parquet")
-    b.update(balance_report(run.input("match") / "entry_counts.parquet", run.dir, spec.max_pairs_per_query))
+    b.update(balance_report(counts_path, run.dir, t_by_language))
     stats = Stats(rows_in=b["pool"], rows_out=b["kept"], info=b)
     stats.drop("balanced_out", b["pool"] - b["kept"])
     return stats
@@ -321,12 +368,18 @@ def manifest(run: StageRun) -> Stats:
     return Stats(rows_in=m["totals"]["rows"], rows_out=m["totals"]["rows"], info={"shards": len(m["shards"])})
 
 
+def _vocabulary_config(ctx: BuildContext):
+    specs = ctx.spec.vocabulary_specs()
+    if len(specs) == 1:
+        return (next(iter(specs.values())).model_dump(), ctx.dumps, ctx.pageviews)
+    return {lang: (v.model_dump(), ctx.vocab[lang].dumps, ctx.vocab[lang].pageviews) for lang, v in specs.items()}
+
+
 STAGE_LIST = [
-    Stage("vocabulary", vocabulary, config=lambda ctx: (ctx.spec.vocabulary.model_dump(), ctx.dumps, ctx.pageviews)),
+    Stage("vocabulary", vocabulary, config=lambda ctx: _vocabulary_config(ctx)),
     Stage("candidates", candidates, config=lambda ctx: (ctx.spec.crawl.model_dump(), ctx.warcs)),
     Stage("match", match, reads=("vocabulary", "candidates"),
-          config=lambda ctx: (ctx.spec.vocabulary.case_sensitive, ctx.spec.matching.model_dump(),
-                              *([ctx.spec.vocabulary.language] if ctx.spec.vocabulary.language != "en" else []))),
+          config=lambda ctx: (ctx.spec.matching.model_dump(),)),  # the vocabulary's config covers its languages and case
     Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump()),
     Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"),
           config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency"})),

@@ -26,7 +26,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _head_share(counts: np.ndarray, t: int) -> float:
+def _head_share(counts: np.ndarray, t: int | np.ndarray) -> float:
+    """The share of all matches held by head entries (count >= t; t one number or one per entry)."""
     total = counts.sum()
     return float(counts[counts >= t].sum() / total) if total else 0.0
 
@@ -42,40 +43,61 @@ def count_bands(counts: np.ndarray, t: int) -> dict[str, int]:
     return bands
 
 
-def balance_report(counts_path: Path, balance_dir: Path, t: int) -> dict:
-    """Entries by count band, the head's share before/after, top entries, and the plot."""
+def balance_report(counts_path: Path, balance_dir: Path, t: int | dict[str, int]) -> dict:
+    """Entries by count band, the head's share before/after, top entries and the plot; with one t
+    per language, also each language's row (its t, the tail share of its matches at that t, its
+    head share before and after)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from tasks.balancing import entry_thresholds, t_to_p
 
     before_t = pq.read_table(counts_path)
     after_t = pq.read_table(balance_dir / "entry_counts_after.parquet")
     before = before_t["count"].to_numpy()
     after = after_t["count_after"].to_numpy()
     queries = before_t["query"].to_pylist()
-    bands = count_bands(before, t)
+    languages = before_t["language"].to_pylist() if "language" in before_t.column_names else ["en"] * len(queries)
+    t_by_lang = {lang: t for lang in dict.fromkeys(languages)} if isinstance(t, int) else dict(t)
+    t_entry = entry_thresholds(languages, t_by_lang)
+    lang_arr = np.array(languages, dtype=object)
     order = np.argsort(-before, kind="stable")
     top = [(queries[i], int(before[i]), int(after[i])) for i in order[:15] if before[i] > 0]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for counts, label in ((before, "before balancing"), (after, "after balancing")):
-        c = np.sort(counts[counts > 0])[::-1]
-        if len(c):
-            ax.plot(np.arange(1, len(c) + 1), np.cumsum(c) / c.sum(), label=f"{label} ({int(c.sum())} matches)")
-    head = int((before >= t).sum())
-    if head:
-        ax.axvline(head, color="grey", ls="--", lw=0.8, label=f"{head} head entries (count >= t={t})")
+    multi = len(t_by_lang) > 1
+    for lang, lt in t_by_lang.items():
+        sel = lang_arr == lang
+        for counts, label, ls in ((before[sel], "before balancing", "-"), (after[sel], "after balancing", "--")):
+            c = np.sort(counts[counts > 0])[::-1]
+            if len(c):
+                name = f"{lang} {label}" if multi else label
+                ax.plot(np.arange(1, len(c) + 1), np.cumsum(c) / c.sum(), ls=ls, label=f"{name} ({int(c.sum())} matches)")
+        head_n = int((before[sel] >= lt).sum())
+        if head_n:
+            ax.axvline(head_n, color="grey", ls=":", lw=0.8, label=f"{head_n} {lang + ' ' if multi else ''}head entries (count >= t={lt})")
     ax.set_xscale("log")
     ax.set_xlabel("entries, sorted by match count")
     ax.set_ylabel("cumulative share of matches")
-    ax.set_title("MetaCLIP balancing: cumulative match count")
-    ax.legend(fontsize=8)
+    ax.set_title("MetaCLIP balancing: cumulative match count" + (" per language" if multi else ""))
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(balance_dir / "balance.png", dpi=110)
     plt.close(fig)
-    return {"entries_by_count_band": bands, "head_entries": head,
-            "head_share_before": round(_head_share(before, t), 4), "head_share_after": round(_head_share(after, t), 4),
-            "top_entries": top, "plot": str(balance_dir / "balance.png")}
+    per_language = {}
+    for lang, lt in t_by_lang.items():
+        sel = lang_arr == lang
+        per_language[lang] = {"t": lt, "entries": int(sel.sum()), "entries_matched": int((before[sel] > 0).sum()),
+                              "matches": int(before[sel].sum()), "tail_share_at_t": round(t_to_p(before[sel], lt), 4),
+                              "head_entries": int((before[sel] >= lt).sum()),
+                              "head_share_before": round(_head_share(before[sel], lt), 4),
+                              "head_share_after": round(_head_share(after[sel], lt), 4),
+                              "entries_by_count_band": count_bands(before[sel], lt)}
+    first = next(iter(per_language.values()), {"entries_by_count_band": count_bands(before, 1)})
+    return {"entries_by_count_band": first["entries_by_count_band"], "head_entries": int((before >= t_entry).sum()),
+            "head_share_before": round(_head_share(before, t_entry), 4), "head_share_after": round(_head_share(after, t_entry), 4),
+            "top_entries": top, "plot": str(balance_dir / "balance.png"), "by_language": per_language}
 
 
 def write_manifest(ctx, shards: list[Path]) -> dict:
@@ -127,12 +149,35 @@ def _reasons_table(stages: dict) -> str:
     return "| stage | reason | count | what it means |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
+def _languages_section(voc, bal: dict) -> str:
+    """One row per language: vocabulary, matched pairs, its t and what balancing did to it."""
+    per = bal.get("by_language") or {}
+    if not per:
+        return ""
+    pairs = bal.get("pairs_by_language") or {}
+    vocab = (voc.info.get("by_language") or {})
+    rows = []
+    for lang, r in per.items():
+        pl = pairs.get(lang, {"pool": 0, "kept": 0})
+        rows.append(f"| {lang} | {vocab.get(lang, {}).get('entries', r['entries']):,} | {r['entries_matched']:,} | {r['matches']:,} | "
+                    f"{pl['pool']:,} | {r['t']:,} | {r['tail_share_at_t']:.1%} | {r['head_share_before']:.1%} -> "
+                    f"{r['head_share_after']:.1%} | {pl['kept']:,} |")
+    rule = ("each language's own t: English keeps t, the others the t at which their tail holds the share of matches that "
+            "English's tail holds at t (MetaCLIP 2)" if len(per) > 1 else "one language, one t")
+    return ("## Languages\n" + f"Balancing per language: {rule}.\n\n"
+            "| language | entries | entries matched | matches | matched pairs | t | tail share at t | head share before -> after | pairs kept |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def write_datacard(ctx, manifest: dict) -> Path:
     from tasks.engine import stage_stats
 
     stages = {name: stage_stats(ctx.out, name) for name in ("vocabulary", "candidates", "match", "balance", "download")}
     voc, bal, dl = stages["vocabulary"], stages["balance"].info, stages["download"]
     top = "\n".join(f"| {q} | {b:,} | {a:,} |" for q, b, a in bal["top_entries"])
+    langs = _languages_section(voc, bal)
+    t_by = bal.get("t_by_language") or {}
+    t_text = ("t = " + ", ".join(f"{v:,} ({k})" for k, v in t_by.items())) if len(t_by) > 1 else f"t = {bal['t']:,}"
     flow = "\n".join(f"| {name} | {st.rows_in:,} | {st.rows_out:,} | {sum(st.dropped.values()):,} |" for name, st in stages.items())
     text = f"""# Data card: {ctx.spec.name}
 
@@ -146,7 +191,7 @@ Spec hash `{manifest['spec_hash']}`, built {manifest['created']}.
 {flow}
 
 vocabulary: pages read -> entries; candidates: `<img>` tags and table rows -> pairs (deduplicated per input);
-match: candidate pairs -> pairs matching >= 1 entry; balance: matched pool -> kept at t = {bal['t']:,}
+match: candidate pairs -> pairs matching >= 1 entry; balance: matched pool -> kept at {t_text}
 (expected {bal['expected_kept']:,}); download: balanced pairs plus the unbalanced baseline's -> images in
 shards ({manifest['totals']['rows']:,} rows in {len(manifest['shards'])} shards, {manifest['totals']['bytes'] / 1e6:.1f} MB).
 
@@ -157,6 +202,7 @@ vocabulary; {stages['candidates'].counts.get('all_caps_casefolded', 0):,} lower-
 {_reasons_table(stages)}
 ## Vocabulary by source
 {_table(voc.info['by_source'], ('source', 'entries'))}
+{langs}
 ## Balancing
 Head entries (>= t matches): {bal['head_entries']:,}; share of all matches held by the head:
 {bal['head_share_before']:.1%} before, {bal['head_share_after']:.1%} after. The unbalanced baseline

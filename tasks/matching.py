@@ -8,6 +8,11 @@ Speed: one `automaton.iter` pass per caption. A batched variant (captions joined
 one pass, hits mapped back by binary search) measured 0.88x of this with a 500k-entry
 vocabulary in bench/matching.py, because the per-hit work dominates, so it was dropped.
 Shards run in parallel (tasks/parallel.py).
+
+A multilingual build (MetaCLIP 2) has one automaton per language: a caption is matched only
+against the vocabulary of the language that language ID gave it (the candidates' `lang`), with
+that language's rules; a caption in a language the build has no vocabulary for matches nothing
+(`language_without_vocabulary`). A build with one vocabulary matches every caption against it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,17 @@ def automaton_from_vocabulary(queries_path: Path, language: str = "en") -> ahoco
     return build_automaton(t["query"].to_pylist(), t["entry_id"].to_pylist(), language)
 
 
+def automata_from_vocabulary(queries_path: Path) -> dict[str, ahocorasick.Automaton]:
+    """One automaton per language of queries.parquet (its `language` column), entry ids global."""
+    t = pq.read_table(queries_path, columns=["entry_id", "query", "language"])
+    by_lang: dict[str, tuple[list[str], list[int]]] = {}
+    for e, q, lang in zip(t["entry_id"].to_pylist(), t["query"].to_pylist(), t["language"].to_pylist()):
+        qs, ids = by_lang.setdefault(lang, ([], []))
+        qs.append(q)
+        ids.append(e)
+    return {lang: build_automaton(qs, ids, lang) for lang, (qs, ids) in by_lang.items()}
+
+
 def match_text(auto: ahocorasick.Automaton, text: str, case_sensitive: bool = True, language: str = "en") -> list[int]:
     """Sorted unique entry ids matching one caption (the straightforward way)."""
     return sorted({v for _end, v in auto.iter(spaced(text, case_sensitive, language))})
@@ -54,13 +70,34 @@ def match_texts(auto: ahocorasick.Automaton, texts: list[str], case_sensitive: b
     return [match_text(auto, t, case_sensitive, language) for t in texts]
 
 
-def match_shard(auto: ahocorasick.Automaton | bytes, in_path: Path, out_path: Path, case_sensitive: bool = True,
+def match_routed(automata: dict[str, ahocorasick.Automaton], texts: list[str], langs: list[str],
+                 case_sensitive: bool = True) -> tuple[list[list[int]], int]:
+    """Entry ids per caption, each caption matched against its language's automaton; with one
+    automaton every caption uses it. Also returns how many captions had no vocabulary."""
+    if len(automata) == 1:
+        (lang, auto), = automata.items()
+        return match_texts(auto, texts, case_sensitive, lang), 0
+    out, missing = [], 0
+    for text, lang in zip(texts, langs):
+        auto = automata.get(lang)
+        if auto is None:
+            missing += 1
+            out.append([])
+        else:
+            out.append(match_text(auto, text, case_sensitive, lang))
+    return out, missing
+
+
+def match_shard(auto: ahocorasick.Automaton | dict | bytes, in_path: Path, out_path: Path, case_sensitive: bool = True,
                 language: str = "en") -> Stats:
-    """Candidates parquet -> matched rows (+ entry_ids) and per-entry counts; atomic, then marked done."""
+    """Candidates parquet -> matched rows (+ entry_ids) and per-entry counts; atomic, then marked done.
+    `auto`: one automaton (for `language`), or {language: automaton} (pickled or not)."""
     if isinstance(auto, bytes):
         auto = pickle.loads(auto)
+    automata = auto if isinstance(auto, dict) else {language: auto}
     table = pq.read_table(in_path)
-    ids = match_texts(auto, table["text"].to_pylist(), case_sensitive, language)
+    langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * table.num_rows
+    ids, no_vocabulary = match_routed(automata, table["text"].to_pylist(), langs, case_sensitive)
     keep = [i for i, e in enumerate(ids) if e]
     matched = table.take(pa.array(keep, pa.int64())).append_column(
         "entry_ids", pa.array([ids[i] for i in keep], pa.list_(pa.int64())))
@@ -70,7 +107,9 @@ def match_shard(auto: ahocorasick.Automaton | bytes, in_path: Path, out_path: Pa
     with atomic(out_path.with_suffix(".counts.json")) as tmp:
         tmp.write_text(json.dumps(counts))
     stats = Stats(rows_in=table.num_rows, rows_out=len(keep))
-    stats.drop("no_match", table.num_rows - len(keep))
+    stats.drop("no_match", table.num_rows - len(keep) - no_vocabulary)
+    if no_vocabulary:
+        stats.drop("language_without_vocabulary", no_vocabulary)
     stats.counts["matches"] = sum(len(ids[i]) for i in keep)
     return mark_unit(out_path.parent, out_path.stem, stats)
 
@@ -80,9 +119,10 @@ def entry_counts(match_dir: Path, queries_path: Path, out_path: Path) -> pa.Tabl
     total: Counter[int] = Counter()
     for f in sorted(match_dir.glob("*.counts.json")):
         total.update({int(k): v for k, v in json.loads(f.read_text()).items()})
-    q = pq.read_table(queries_path, columns=["entry_id", "query"])
+    q = pq.read_table(queries_path)
     counts = [total.get(i, 0) for i in q["entry_id"].to_pylist()]
-    table = pa.table({"entry_id": q["entry_id"], "query": q["query"], "count": pa.array(counts, pa.int64())})
+    language = q["language"] if "language" in q.column_names else pa.array(["en"] * q.num_rows, pa.string())
+    table = pa.table({"entry_id": q["entry_id"], "query": q["query"], "language": language, "count": pa.array(counts, pa.int64())})
     tmp = out_path.with_suffix(".tmp")
     pq.write_table(table, tmp)
     tmp.rename(out_path)

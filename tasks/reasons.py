@@ -41,6 +41,7 @@ REASONS: dict[str, str] = {
     "duplicate_across_files": "the same (URL, text) pair seen in an earlier input",
     # matching and balancing
     "no_match": "the caption contains no vocabulary entry",
+    "language_without_vocabulary": "a multilingual build has no vocabulary for the language ID gave the caption",
     "balanced_out": "not drawn by balancing (all its entries had more than t matches)",
     # download: refused before fetching, or at connection time by the guard proxy
     "scheme_not_http": "the URL scheme is not http or https",

@@ -160,8 +160,14 @@ class MatchingSpec(Strict):
 
 
 class BalancingSpec(Strict):
-    max_pairs_per_query: int = 20_000
+    max_pairs_per_query: int = 20_000  # t: of English, or of the build's only language
     seed: int = 0
+    # the other languages of a multilingual build: a fixed t for those listed here; the rest follow
+    # `language_t`: "english_tail" is MetaCLIP 2's rule (each language's t keeps the same share of
+    # its matches in tail entries as English has at t; metaclip/curation: t_to_p, p_to_t), "same"
+    # uses max_pairs_per_query for every language
+    t_by_language: dict[str, int] = {}
+    language_t: Literal["english_tail", "same"] = "english_tail"
 
 
 class DownloadSpec(Strict):
@@ -197,9 +203,12 @@ class BuildSpec(Strict):
     seed: int = 0
     output_dir: str  # relative paths are relative to the repository root
     world: WorldSpec | None = None
-    # the build's language: sets vocabulary.language and crawl.languages where the spec does not
-    language: str | None = None
+    # the build's language: sets vocabulary.language and crawl.languages where the spec does not.
+    # A list makes a multilingual build (MetaCLIP 2): one vocabulary per language under
+    # `vocabularies`, each caption matched against its own language's vocabulary, t per language
+    language: str | list[str] | None = None
     vocabulary: VocabularySpec = VocabularySpec()
+    vocabularies: dict[str, VocabularySpec] = {}  # language -> its vocabulary (multilingual builds)
     crawl: CrawlSpec = CrawlSpec()
     matching: MatchingSpec = MatchingSpec()
     balancing: BalancingSpec = BalancingSpec()
@@ -210,28 +219,50 @@ class BuildSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _language_defaults(cls, data):
-        if isinstance(data, dict) and data.get("language"):
-            lang = data["language"]
+        if not isinstance(data, dict):
+            return data
+        lang, vocs = data.get("language"), data.get("vocabularies")
+        if vocs or isinstance(lang, list):
+            if "vocabulary" in data:
+                raise ValueError("vocabulary: a multilingual build gives one vocabulary per language under `vocabularies` "
+                                 "(e.g. vocabularies: {en: {...}, zh: {...}}), not `vocabulary`")
+            if not isinstance(vocs, dict) or not vocs:
+                raise ValueError(f"vocabularies: language {lang} needs one vocabulary per language "
+                                 "(e.g. vocabularies: {en: {...}, zh: {...}})")
+            langs = list(lang) if isinstance(lang, list) else list(vocs)
+            if isinstance(lang, str) or set(langs) != set(vocs):
+                raise ValueError(f"vocabularies: its languages {sorted(vocs)} must be the build's languages {langs}")
+            data = dict(data)
+            data["vocabularies"] = {k: {**(vocs[k] or {}), "language": k} for k in langs}
+            data["crawl"] = {"languages": langs, **(data.get("crawl") or {})}
+        elif lang:
             data = dict(data)
             data["vocabulary"] = {"language": lang, **(data.get("vocabulary") or {})}
             data["crawl"] = {"languages": [lang], **(data.get("crawl") or {})}
         return data
 
+    def vocabulary_specs(self) -> dict[str, VocabularySpec]:
+        """language -> its vocabulary spec: one for most builds, several for a multilingual one."""
+        return dict(self.vocabularies) if self.vocabularies else {self.vocabulary.language: self.vocabulary}
+
     @model_validator(mode="after")
     def _has_inputs(self) -> BuildSpec:
         from tasks.text_rules import NO_SPACE_LANGUAGES
 
-        if self.vocabulary.language not in NO_SPACE_LANGUAGES and self.vocabulary.language in {"ja", "th", "lo", "km", "my", "bo"}:
-            raise ValueError(f"vocabulary.language: {self.vocabulary.language} is written without spaces and has no "
-                             f"segmenter in openwit yet (supported: {sorted(NO_SPACE_LANGUAGES)} and languages with spaces)")
+        for lang in self.vocabulary_specs():
+            if lang not in NO_SPACE_LANGUAGES and lang in {"ja", "th", "lo", "km", "my", "bo"}:
+                raise ValueError(f"vocabulary.language: {lang} is written without spaces and has no segmenter in "
+                                 f"openwit yet (supported: {sorted(NO_SPACE_LANGUAGES)} and languages with spaces)")
+        if self.vocabularies and len({v.case_sensitive for v in self.vocabularies.values()}) > 1:
+            raise ValueError("vocabularies: case_sensitive must be the same for every language")
         crawl = self.crawl
         if not (crawl.warc or crawl.warc_paths_file or crawl.crawl_id or crawl.tables):
             raise ValueError("crawl: give at least one of warc, warc_paths_file, crawl_id, tables")
         if crawl.crawl_id and crawl.warc_paths_file:
             raise ValueError("crawl: crawl_id names the paths file; give it or warc_paths_file, not both")
-        pv = self.vocabulary.pageviews
-        if pv.days and not pv.date_range:
-            raise ValueError("vocabulary.pageviews: `days` draws from `date_range`; give both (or `dates`)")
+        for v in self.vocabulary_specs().values():
+            if v.pageviews.days and not v.pageviews.date_range:
+                raise ValueError("vocabulary.pageviews: `days` draws from `date_range`; give both (or `dates`)")
         return self
 
 

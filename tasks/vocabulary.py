@@ -3,9 +3,11 @@
     openwit build data_specs/sample.yaml --stages vocabulary
 
 Output under `<build>/vocabulary/`:
-  queries.parquet  entry_id, query, sources, unigram_count, bigram_count, pmi, npmi, title_views
-                   (sorted by query; entry_id is the row number)
+  queries.parquet  entry_id, query, sources, unigram_count, bigram_count, pmi, npmi, title_views,
+                   language (sorted by language, then query; entry_id is the row number)
   stats.json       counts per source and the skip reasons of every input
+  <language>/      a multilingual build: each language's own queries.parquet, stats.json and parts/,
+                   merged into the two files above (merge_languages)
   parts/<name>/    per-dump-part counts, renamed into place when complete and then marked
                    (`parts/_units/<name>.json`, tasks/engine.py), so a rerun after a crash redoes
                    only unfinished parts
@@ -40,7 +42,7 @@ from tasks.wordnet import synset_head_names
 QUERY_SCHEMA = pa.schema([
     ("entry_id", pa.int64()), ("query", pa.string()), ("sources", pa.list_(pa.string())),
     ("unigram_count", pa.int64()), ("bigram_count", pa.int64()), ("pmi", pa.float64()),
-    ("npmi", pa.float64()), ("title_views", pa.int64()),
+    ("npmi", pa.float64()), ("title_views", pa.int64()), ("language", pa.string()),
 ])
 
 
@@ -203,6 +205,7 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
         "query": queries,
         "sources": [sorted(entries[q]["sources"]) for q in queries],
         **{k: [entries[q][k] for q in queries] for k in ("unigram_count", "bigram_count", "pmi", "npmi", "title_views")},
+        "language": [spec.language] * len(queries),
     }, schema=QUERY_SCHEMA)
     tmp = out_dir / "queries.parquet.tmp"
     pq.write_table(table, tmp)
@@ -217,4 +220,35 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
         "top_bigrams": [b[:3] for b in bigrams[:20]],
     }
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
+    return stats
+
+
+def merge_languages(out_dir: Path, languages: list[str]) -> dict:
+    """A multilingual vocabulary: every language's `out_dir/<language>/queries.parquet` in one
+    table (languages in the given order, entry ids renumbered so they stay row numbers) and the
+    stats of each language side by side. The same string in two languages is two entries: each
+    caption is matched only against its own language's."""
+    tables, per_lang = [], {}
+    offset = 0
+    for lang in languages:
+        t = pq.read_table(out_dir / lang / "queries.parquet")
+        tables.append(t.set_column(0, "entry_id", pa.array(range(offset, offset + t.num_rows), pa.int64())))
+        offset += t.num_rows
+        per_lang[lang] = json.loads((out_dir / lang / "stats.json").read_text())
+    table = pa.concat_tables(tables)
+    tmp = out_dir / "queries.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.rename(out_dir / "queries.parquet")
+    by_source: dict[str, int] = {}
+    for st in per_lang.values():
+        for k, v in st["by_source"].items():
+            by_source[k] = by_source.get(k, 0) + v
+    sums = {k: sum(st[k] for st in per_lang.values()) for k in ("entries", "total_tokens", "wordnet_synsets", "wordnet_names", "titles_kept")}
+    stats = {**sums, "by_source": by_source, "by_language": {lang: {k: st[k] for k in ("entries", "by_source", "total_tokens", "titles_kept")}
+                                                            for lang, st in per_lang.items()},
+             "parts": {f"{lang}/{name}": part for lang, st in per_lang.items() for name, part in st["parts"].items()},
+             "pageviews": {f"{lang}": st["pageviews"] for lang, st in per_lang.items()},
+             "top_unigrams": {lang: st["top_unigrams"] for lang, st in per_lang.items()},
+             "top_bigrams": {lang: st["top_bigrams"] for lang, st in per_lang.items()}}
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True, ensure_ascii=False))
     return stats
