@@ -15,6 +15,10 @@ languages), langid.py on all its 97 languages, Resiliparse alone, fastText alone
 Printed per detector: English recall (captions kept as en), English recall on the all-caps
 copies, accuracy on the other languages it supports, zh/ja accuracy, non-English taken for
 English, and captions per second (one thread).
+
+Short captions (alt text is short; a Chinese one is often 2 to 10 characters): the real zh alt texts
+of the Common Crawl excerpt in ../shared/data/warc, and prefixes of the real zh and ja sentences
+(4, 6, 8, 12 characters) and of the English captions (2, 3, 5 words): accuracy per language.
 """
 
 from __future__ import annotations
@@ -125,6 +129,25 @@ def detectors(extra: list[str]) -> dict:
 ALIASES = {"nb": {"nb", "no"}, "nn": {"nn", "no"}, "zh": {"zh", "wuu", "yue"}}
 
 
+def short_captions(en: list[str], others: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Short real texts per language: the crawl excerpt's zh alt texts, prefixes of sentences."""
+    out: dict[str, list[str]] = {"zh": [], "ja": [], "en": []}
+    warc = SHARED / "warc" / "cc-main-2020-34-excerpt.warc.gz"
+    if warc.exists():
+        from tasks.candidates import iter_warc
+        from tasks.engine import Stats
+        from tasks.specs import CrawlSpec
+
+        spec = CrawlSpec(warc=["x"], languages=["any"], attributes=["alt"], min_text_chars=1)
+        han = re.compile(r"[\u4e00-\u9fff]")
+        out["zh"] += sorted({r["text"] for r in iter_warc(str(warc), spec, Stats()) if han.search(r["text"])})
+    for lang in ("zh", "ja"):
+        for sent in others.get(lang, []):
+            out[lang] += [sent[:n] for n in (4, 6, 8, 12) if len(sent) > n]
+    out["en"] = [" ".join(c.split()[:n]) for c in en for n in (2, 3, 5) if len(c.split()) > n]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--extra", action="append", default=[], help="a folder of extra packages (e.g. pip install --target)")
@@ -137,6 +160,8 @@ def main() -> None:
     others = {k: v for k, v in others.items() if k != "en"}
     n_other = sum(map(len, others.values()))
     rows, extra = [], {"english_captions": len(en), "other_sentences": n_other, "other_languages": len(others), "detectors": {}}
+    short = short_captions(en, others)
+    extra["short_captions"] = {k: len(v) for k, v in short.items()}
     for name, fn in detectors(a.extra).items():
         fn("warm up")  # models load on first use
         t0 = time.perf_counter()
@@ -161,15 +186,25 @@ def main() -> None:
                "other_accuracy": correct / max(1, supported), "other_supported": supported, "zh_ja_accuracy": zhja_ok / max(1, zhja),
                "non_en_as_en": as_en / n_other, "captions_per_s": rate,
                "en_mistakes": sorted({f"{t} -> {p}" for t, p in zip(en, en_pred) if p != "en"})[:8]}
+        for lang, texts in short.items():
+            preds = [fn(t) for t in texts]
+            res[f"short_{lang}_accuracy"] = sum(p in ALIASES.get(lang, {lang}) for p in preds) / max(1, len(texts))
+            if lang != "en":
+                res[f"short_{lang}_mistakes"] = sorted({f"{t} -> {p}" for t, p in zip(texts, preds) if p not in ALIASES.get(lang, {lang})})[:6]
         extra["detectors"][name] = res
         rows.append(row(f"{name}: English captions kept", res["en_recall"], None, "fraction",
                         f"all caps {res['en_recall_all_caps']:.3f}; others {res['other_accuracy']:.3f} of {supported}; "
                         f"zh/ja {res['zh_ja_accuracy']:.2f}; non-en as en {res['non_en_as_en']:.3f}; {rate:,.0f} captions/s"))
+        rows.append(row(f"{name}: short zh captions", res["short_zh_accuracy"], None, "fraction",
+                        f"ja {res['short_ja_accuracy']:.3f}, en {res['short_en_accuracy']:.3f} "
+                        f"(n = {short['zh'] and len(short['zh'])}/{len(short['ja'])}/{len(short['en'])})"))
     report("language_id", rows, extra)
     for name, res in extra["detectors"].items():
         print(f"\n{name}: English captions it did not call English (first 8):")
         for m in res["en_mistakes"]:
             print("   ", m[:150])
+        for lang in ("zh", "ja"):
+            print(f"  short {lang} it got wrong: {res.get(f'short_{lang}_mistakes')}")
 
 
 if __name__ == "__main__":

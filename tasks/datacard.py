@@ -149,8 +149,8 @@ def _reasons_table(stages: dict) -> str:
     return "| stage | reason | count | what it means |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
-def _languages_section(voc, bal: dict) -> str:
-    """One row per language: vocabulary, matched pairs, its t and what balancing did to it."""
+def _languages_section(voc, bal: dict, candidates: dict[str, int]) -> str:
+    """One row per language: vocabulary, candidates, matched pairs, its t and what balancing did to it."""
     per = bal.get("by_language") or {}
     if not per:
         return ""
@@ -159,14 +159,15 @@ def _languages_section(voc, bal: dict) -> str:
     rows = []
     for lang, r in per.items():
         pl = pairs.get(lang, {"pool": 0, "kept": 0})
-        rows.append(f"| {lang} | {vocab.get(lang, {}).get('entries', r['entries']):,} | {r['entries_matched']:,} | {r['matches']:,} | "
+        rows.append(f"| {lang} | {vocab.get(lang, {}).get('entries', r['entries']):,} | {r['entries_matched']:,} | "
+                    f"{candidates.get(lang, 0):,} | {r['matches']:,} | "
                     f"{pl['pool']:,} | {r['t']:,} | {r['tail_share_at_t']:.1%} | {r['head_share_before']:.1%} -> "
                     f"{r['head_share_after']:.1%} | {pl['kept']:,} |")
     rule = ("each language's own t: English keeps t, the others the t at which their tail holds the share of matches that "
             "English's tail holds at t (MetaCLIP 2)" if len(per) > 1 else "one language, one t")
     return ("## Languages\n" + f"Balancing per language: {rule}.\n\n"
-            "| language | entries | entries matched | matches | matched pairs | t | tail share at t | head share before -> after | pairs kept |\n"
-            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "| language | entries | entries matched | candidates | matches | matched pairs | t | tail share at t | "
+            "head share before -> after | pairs kept |\n|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def write_datacard(ctx, manifest: dict) -> Path:
@@ -175,7 +176,7 @@ def write_datacard(ctx, manifest: dict) -> Path:
     stages = {name: stage_stats(ctx.out, name) for name in ("vocabulary", "candidates", "match", "balance", "download")}
     voc, bal, dl = stages["vocabulary"], stages["balance"].info, stages["download"]
     top = "\n".join(f"| {q} | {b:,} | {a:,} |" for q, b, a in bal["top_entries"])
-    langs = _languages_section(voc, bal)
+    langs = _languages_section(voc, bal, stages["match"].info.get("candidates_by_language") or {})
     t_by = bal.get("t_by_language") or {}
     t_text = ("t = " + ", ".join(f"{v:,} ({k})" for k, v in t_by.items())) if len(t_by) > 1 else f"t = {bal['t']:,}"
     flow = "\n".join(f"| {name} | {st.rows_in:,} | {st.rows_out:,} | {sum(st.dropped.values()):,} |" for name, st in stages.items())

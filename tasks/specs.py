@@ -360,6 +360,9 @@ class SuiteSpec(Strict):
     # None: folder names / the source's own; ImageNet: OpenAI's curated names (as open_clip and
     # clip_benchmark use), or `wordnet` for each synset's first lemma
     classnames: list[str] | Literal["wordnet"] | None = None
+    # or a JSON file of them: a list in class order, or {class folder: name} (the sample world's
+    # Chinese country names); `world:` paths use the source's world
+    classnames_file: str | None = None
     templates: list[str] | Literal["openai_imagenet", "cifar", "simple"] = "simple"
     tasks: list[Literal["zeroshot", "retrieval", "linear_probe"]] = ["zeroshot"]
     # linear_probe: the split the probe is trained on (clip_benchmark's protocol). Without one the
@@ -370,6 +373,12 @@ class SuiteSpec(Strict):
     # web frequency); each group is also reported alone as zeroshot/<suite>/<group>/<metric>, still
     # classified among all the suite's classes. `world:` paths use the source's world
     class_groups: str | None = None
+
+    @model_validator(mode="after")
+    def _one_classnames(self) -> SuiteSpec:
+        if self.classnames is not None and self.classnames_file:
+            raise ValueError("give `classnames` or `classnames_file`, not both")
+        return self
 
 
 class EvaluateSpec(Strict):

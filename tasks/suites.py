@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tasks.specs import SuiteSpec, load_spec, resolve_path
+import json
+from pathlib import Path
+
+from tasks.specs import SpecError, SuiteSpec, load_spec, resolve_path
 
 
 def resolve_suite(path_or_spec) -> dict:
@@ -15,6 +18,15 @@ def resolve_suite(path_or_spec) -> dict:
         groups = {"path": s.class_groups}
         _resolve_source(groups, s.source)
         d["class_groups"] = groups["path"]
+    if s.classnames_file:
+        names = {"path": s.classnames_file}
+        _resolve_source(names, s.source)
+        try:
+            d["classnames"] = json.loads(Path(names["path"]).read_text())
+        except (OSError, ValueError) as e:
+            raise SpecError(f"suite {s.name}: classnames_file {names['path']}: {e}") from None
+        if not isinstance(d["classnames"], list | dict):
+            raise SpecError(f"suite {s.name}: classnames_file must hold a list of names or {{class folder: name}}")
     return d
 
 

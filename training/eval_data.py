@@ -147,6 +147,21 @@ def group_metrics(suite_name: str, cm: np.ndarray, classnames: list[str], per_cl
     return out
 
 
+def suite_classnames(suite: dict, folder_names: list[str]) -> list[str]:
+    """The names zero-shot prompts use: the suite's list, its {folder: name} map (e.g. Chinese
+    names for the sample world's folders), else the data's own class names."""
+    names = suite.get("classnames")
+    if isinstance(names, list):
+        return names
+    if isinstance(names, dict):
+        missing = [c for c in folder_names if c not in names]
+        if missing:
+            raise ValueError(f"suite {suite['name']}: classnames_file names no class for {missing[:5]} "
+                             f"({len(missing)} of {len(folder_names)} classes)")
+        return [names[c] for c in folder_names]
+    return folder_names
+
+
 @torch.no_grad()
 def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int, cache: dict | None = None,
               model_key: str | None = None, train_data: LabelledSet | None = None) -> tuple[dict, dict]:
@@ -166,7 +181,7 @@ def run_suite(model, tokenizer, suite: dict, data: LabelledSet, image_size: int,
     if "zeroshot" in tasks and data.classnames:
         templates = suite.get("templates", "simple")
         templates = TEMPLATE_SETS[templates] if isinstance(templates, str) else templates
-        classnames = suite["classnames"] if isinstance(suite.get("classnames"), list) else data.classnames
+        classnames = suite_classnames(suite, data.classnames)
         key = (model_key or id(model), name)
         if cache is not None and key in cache:
             cls = cache[key]

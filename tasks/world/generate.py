@@ -9,13 +9,16 @@ for tests (tasks/world/concepts.py).
 
 Layout of a world folder:
     wiki/enwiki-sample-pages-articles.xml.bz2   MediaWiki export
-    pageviews/pageviews-20240101-HH0000.gz      hourly pageview files
+    wiki/zhwiki-sample-pages-articles.xml.bz2   default: the Chinese wiki (tasks/world/zh.py)
+    pageviews/pageviews-20240101-HH0000.gz      hourly pageview files (default: `en` and `zh` projects)
     warc/sample-NNNNN.warc.gz, wat/sample.wat.gz  crawl captures of the pages under www/
+    warc-zh/sample-zh-NNNNN.warc.gz              default: captures of the Chinese pages (www/zh/pages/)
     www/                                         what the loopback server serves (+ _serve.json)
     eval/concepts/<country>/*.png                default: the class-uniform zero-shot suite (ImageFolder)
     eval/concepts-train/<country>/*.png          default: its linear-probe train split
     eval/concepts-groups.json                    default: head and tail classes by web frequency
     eval/concepts-frequency.json                 default: each country's rank, web count and flag
+    eval/concepts-zh-names.json, concepts-groups-zh.json, retrieval-zh.parquet   default: the same, in Chinese
     eval/shape/<class>/*.png, eval/colour/...    tiny: held-out zero-shot suites (ImageFolder)
     eval/retrieval.parquet                       held-out image-caption pairs
     world.json                                   counts and parameters; written last
@@ -34,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.specs import WorldSpec, state_dir
-from tasks.world import longtail, web, wiki
+from tasks.world import longtail, web, wiki, zh
 from tasks.world.concepts import BACKGROUNDS, COLOURS, SHAPES, SIZES
 from tasks.world.render import encode, render
 
@@ -43,7 +46,7 @@ SIZES_PRESET = {
     "default": dict(style="flags", images=30_000, paragraphs=12, warcs=4, per_page=40, eval_per_class=20, px=64),
     "tiny": dict(style="shapes", images=400, paragraphs=12, warcs=2, per_page=25, eval_per_class=6, px=64),
 }
-WORLD_VERSION = 4  # 2: redirect specials, 3: an empty body, 4: the long-tailed world of flags
+WORLD_VERSION = 5  # 2: redirect specials, 3: an empty body, 4: the long-tailed world of flags, 5: its Chinese part
 
 
 def world_dir(spec: WorldSpec, root: Path | None = None) -> Path:
@@ -88,15 +91,31 @@ def generate(spec: WorldSpec, out: Path) -> dict:
         world = longtail.concepts(spec.seed)
         titles, paragraphs = longtail.wiki_titles(world, preset["paragraphs"])
         pages_counts = wiki.write_dump(dump, rng, paragraphs, longtail.FlagArticleWriter(rng, world), titles)
-        wiki.write_pageviews(out / "pageviews", rng, titles=titles, floor=20)  # every country a popular title
+        # the Chinese part has its own generator: the English files do not change with it
+        zrng = random.Random(f"openwit-world-zh-{spec.seed}")
+        zh_names = zh.names(world, spec.seed)
+        zh_titles, zh_paragraphs = zh.wiki_titles(world, zh_names, preset["paragraphs"], zrng)
+        zh_counts = wiki.write_dump(out / "wiki" / "zhwiki-sample-pages-articles.xml.bz2", zrng, zh_paragraphs,
+                                    zh.ZhArticleWriter.flags(zrng, world, zh_names), zh_titles, language="zh")
+        wiki.write_pageviews(out / "pageviews", rng, titles=titles, floor=20,  # every country a popular title
+                             more_lines=zh.pageview_lines(zh_titles, zrng))
         imgs, freq = longtail.render_web(www, rng, world, preset["images"], preset["px"])
+        zh_pages = zh.build_pages(zrng, base_url(spec), zh.captions(imgs, zh_names, zrng), preset["per_page"])
+        for url, doc in zh_pages:
+            p = www / url.removeprefix(base_url(spec) + "/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(doc)
+        web.write_warcs(out / "warc-zh", zrng, zh_pages, 2, prefix="sample-zh")
         about = {"concepts": len(world), "zipf_s": longtail.ZIPF_S,
-                 "noise": {k: sum(1 for im in imgs if im.kind == k) for k in longtail.KINDS}}
+                 "noise": {k: sum(1 for im in imgs if im.kind == k) for k in longtail.KINDS},
+                 "zh": {"wiki": zh_counts, "pages": len(zh_pages)}}
     else:
         pages_counts = wiki.write_dump(dump, rng, preset["paragraphs"])
-        wiki.write_pageviews(out / "pageviews", rng)
+        wiki.write_pageviews(out / "pageviews", rng, more_lines=zh.pageview_lines(zh.tiny_titles(), random.Random(f"openwit-pv-zh-{spec.seed}")))
         imgs = web.render_images(www, rng, preset["images"], preset["px"])
-        about = {"shapes": SHAPES, "colours": list(COLOURS)}
+        (out / "eval").mkdir(parents=True, exist_ok=True)
+        zh_part = zh.tiny_part(out, random.Random(f"openwit-world-zh-{spec.seed}"), base, imgs, preset["per_page"], preset["paragraphs"] // 2)
+        about = {"shapes": SHAPES, "colours": list(COLOURS), "zh": zh_part}
     specials, serve = web.special_images(www, rng, spec.port)
     pages = web.build_pages(rng, base, spec.port, imgs, specials, preset["per_page"])
     for url, doc in pages:
@@ -109,6 +128,7 @@ def generate(spec: WorldSpec, out: Path) -> dict:
     web.write_wat(out / "wat" / "sample.wat.gz", rng, pages, imgs, base)
     if preset["style"] == "flags":
         longtail.write_suites(out, rng, world, freq, preset["eval_per_class"], preset["px"])
+        zh.write_suites(out, zrng, world, zh_names, longtail.groups(world, freq), preset["px"])
     else:
         _eval_suites(out, rng, preset["eval_per_class"], preset["px"])
     summary = {

@@ -146,12 +146,12 @@ def _record_id(rng: random.Random) -> str:
     return f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"
 
 
-def write_warcs(folder: Path, rng: random.Random, pages: list[tuple[str, str]], n_files: int) -> list[Path]:
+def write_warcs(folder: Path, rng: random.Random, pages: list[tuple[str, str]], n_files: int, prefix: str = "sample") -> list[Path]:
     """Response records (plus request records and a few broken ones), gzip per record."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for f in range(n_files):
-        path = folder / f"sample-{f:05d}.warc.gz"
+        path = folder / f"{prefix}-{f:05d}.warc.gz"
         buf = io.BytesIO()
         writer = WARCWriter(buf, gzip=True)
         for i, (url, doc) in enumerate(pages[f::n_files]):

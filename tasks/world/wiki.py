@@ -44,6 +44,7 @@ class ArticleWriter:
         self.filler_w = _zipf_weights(len(FILLER))
 
     decorated = True  # some sentences bold, some with a trailing filler word
+    SECTIONS = ["History", "Use", "Design", "Examples"]
 
     def insertion(self) -> str:
         """One topic word, phrase or link put into a sentence of filler words."""
@@ -95,7 +96,7 @@ class ArticleWriter:
         parts = [self.markup(), self.intro(title)]
         for i in range(n_paragraphs):
             if i and rng.random() < 0.4:
-                parts.append(f"\n== {rng.choice(['History', 'Use', 'Design', 'Examples'])} ==\n")
+                parts.append(f"\n== {rng.choice(self.SECTIONS)} ==\n")
             para = " ".join(self.sentence() + (self.markup() if rng.random() < 0.25 else "") for _ in range(rng.randint(3, 7)))
             parts.append(para)
         parts.append(f"[[Category:{p}]]" for p in [POISON["category"]])
@@ -118,7 +119,7 @@ def article_titles() -> list[str]:
 
 
 def write_dump(path: Path, rng: random.Random, paragraphs: int | dict[str, int], writer: ArticleWriter | None = None,
-               titles: list[str] | None = None) -> dict[str, int]:
+               titles: list[str] | None = None, language: str = "en") -> dict[str, int]:
     """Write `path` (.xml.bz2) and return page counts by kind. `paragraphs`: per article, or a
     number for each title (popular topics get longer articles)."""
     writer = writer or ArticleWriter(rng)
@@ -140,16 +141,19 @@ def write_dump(path: Path, rng: random.Random, paragraphs: int | dict[str, int],
             counts["other_namespaces"] += 1
     pages.append(_page("Wikipedia:About", 4, pid, f"{POISON['talk']} " * 50))
     counts["other_namespaces"] += 1
-    xml = HEADER + "".join(pages) + "</mediawiki>\n"
+    header = HEADER if language == "en" else HEADER.replace('xml:lang="en"', f'xml:lang="{language}"').replace(
+        "<dbname>enwiki", f"<dbname>{language}wiki")
+    xml = header + "".join(pages) + "</mediawiki>\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bz2.compress(xml.encode(), 9))
     return counts
 
 
 def write_pageviews(folder: Path, rng: random.Random, hours: int = 6, titles: list[str] | None = None,
-                    floor: int = 0) -> list[Path]:
+                    floor: int = 0, more_lines: list[list[str]] | None = None) -> list[Path]:
     """Hourly files in Wikimedia's format: `domain_code page_title count_views total_response_size`.
-    `titles` in popularity order (Zipf views); `floor`: the fewest views a title gets in an hour."""
+    `titles` in popularity order (Zipf views); `floor`: the fewest views a title gets in an hour;
+    `more_lines`: other projects' lines for each hour (the Chinese world's `zh` lines)."""
     titles = titles or article_titles()
     weights = _zipf_weights(len(titles), 1.2)
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,7 @@ def write_pageviews(folder: Path, rng: random.Random, hours: int = 6, titles: li
             lines.append(f"en.m {t.replace(' ', '_')} {views * 2} 0")  # mobile: not the `en` project
             lines.append(f"de {t.replace(' ', '_')} {views} 0")
         lines += ["en Talk:Circle 500 0", "en Special:Search 900 0", "en Main_Page 5000 0", "en - 10 0", "broken line"]
+        lines += more_lines[h] if more_lines else []
         path = folder / f"pageviews-20240101-{h:02d}0000.gz"
         with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
             gz.write(("\n".join(sorted(lines)) + "\n").encode())

@@ -100,3 +100,73 @@ def test_zipf_weights_are_a_distribution():
     w = longtail.zipf_weights(240, 1.1)
     assert math.isclose(sum(w), 1.0) and all(a > b for a, b in zip(w, w[1:]))
     assert w[0] / w[9] == pytest.approx(10 ** 1.1)
+
+
+# ----------------------------------------------------------------------------- the Chinese part
+def test_chinese_names_are_unique_and_never_inside_one_another():
+    from tasks.text_rules import to_simplified
+    from tasks.world import zh
+
+    import opencc
+
+    names = list(zh.names(longtail.concepts(0), 0).values())
+    assert len(set(names)) == longtail.N_CONCEPTS
+    assert not [(a, b) for a in names for b in names if a != b and a in b]  # substring matching cannot confuse two countries
+    s2t = opencc.OpenCC("s2t")
+    assert all(to_simplified(s2t.convert(n)) == n for n in names)  # a Traditional caption finds its country
+    assert zh.names(longtail.concepts(0), 0) == zh.names(longtail.concepts(0), 0)
+
+
+def test_chinese_pages_caption_the_same_images_naming_the_same_countries(world):
+    """Read through the candidates extractor, as the zh build reads them: every Chinese alt text
+    that names countries names the ones the English alt text of the same image names."""
+    import re
+
+    from tasks.candidates import iter_warc
+    from tasks.engine import Stats
+    from tasks.specs import CrawlSpec
+    from tasks.text_rules import to_simplified
+    from tasks.world import zh
+
+    out, _ = world
+    concepts = longtail.concepts(0)
+    zh_of = zh.names(concepts, 0)
+    spec = CrawlSpec(warc=["x"], languages=["any"], min_text_chars=1)
+    rows = lambda folder: [r for w in sorted((out / folder).glob("*.warc.gz")) for r in iter_warc(str(w), spec, Stats())]
+    en_re = re.compile(r"\b(" + "|".join(sorted(zh_of, key=len, reverse=True)) + r")\b")
+    en: dict[str, set[str]] = {}  # image -> the countries its English alt texts name (an image may appear twice)
+    for r in rows("warc"):
+        en.setdefault(r["url"].rsplit("/", 1)[-1], set()).update(en_re.findall(r["text"]))
+    zh_rows = rows("warc-zh")
+    assert len(zh_rows) > 25_000
+    langs = {}
+    zh_re = re.compile("|".join(sorted(zh_of.values(), key=len, reverse=True)))
+    checked = 0
+    for r in zh_rows:
+        langs[r["lang"]] = langs.get(r["lang"], 0) + 1
+        named = set(zh_re.findall(to_simplified(r["text"])))
+        if named and r["lang"] == "zh":
+            assert named == {zh_of[n] for n in en[r["url"].rsplit("/", 1)[-1]]}, r
+            checked += 1
+    assert checked > 20_000
+    assert langs["zh"] > 0.9 * len(zh_rows) and langs.get("ja", 0) > 100 and langs.get("en", 0) > 100  # the noise LID removes
+    trad = sum(1 for r in zh_rows if r["lang"] == "zh" and to_simplified(r["text"]) != r["text"])
+    assert 0.10 < trad / langs["zh"] < 0.20  # TRADITIONAL_SHARE of the alt texts
+
+
+def test_every_country_reaches_the_chinese_vocabulary_as_a_title(world, tmp_path):
+    from tasks.vocabulary import build_vocabulary
+    from tasks.world import zh
+
+    out, _ = world
+    spec = VocabularySpec(language="zh", wikipedia=WikipediaSpec(min_unigram_count=100, min_bigram_count=30, min_pmi=3.0),
+                          pageviews=PageviewsSpec(projects=["zh"], min_title_views=50), wordnet=WordNetSpec(enabled=False))
+    build_vocabulary(spec, tmp_path / "v", [str(out / "wiki/zhwiki-sample-pages-articles.xml.bz2")],
+                     sorted(str(p) for p in (out / "pageviews").glob("*.gz")), progress=lambda *_: None)
+    q = {r["query"]: r for r in pq.read_table(tmp_path / "v/queries.parquet").to_pylist()}
+    names = zh.names(longtail.concepts(0), 0).values()
+    assert all("wikipedia_title" in q[n]["sources"] for n in names)  # Traditional titles included, as Simplified
+    assert not any(" " in k for k in q) and "国旗" in q
+    assert sum(1 for n in names if n not in q) == 0
+    groups = json.loads((out / "eval/concepts-groups-zh.json").read_text())
+    assert len(groups["head"]) == 24 and len(groups["tail"]) == 120 and set(groups["tail"]) <= set(names)

@@ -105,3 +105,15 @@ def test_real_crawl_zh_alt_texts_come_through_the_zh_path():
     auto = build_automaton(entries, language="zh")
     hits = {entries[i] for t in texts for i in match_text(auto, t, True, "zh")}
     assert hits == set(entries)
+
+
+def test_language_id_tells_short_chinese_from_short_japanese():
+    """lid.176 confuses the two on a few characters; script decides where it can: Japanese writes
+    kana, Chinese never does (bench/language_id.py measures the rule on short real captions)."""
+    from tasks.candidates import detect_lang
+
+    assert detect_lang("微信二维码") == detect_lang("国旗") == detect_lang("用心专注，服务专业") == "zh"
+    assert detect_lang("紅色國旗") == detect_lang("蓝色圆环") == detect_lang("菱形，紫色") == "zh"  # lid.176 alone: zh, en, sr
+    assert detect_lang("波鲁斯坦の国旗") == "ja"  # lid.176 alone says zh
+    assert detect_lang("歩道を走") == "ja"  # lid.176 alone says en
+    assert detect_lang("a red flag on a pole") == "en" and detect_lang("東京タワーの写真") == "ja"

@@ -144,3 +144,29 @@ def test_a_suite_resolves_its_groups_in_its_world(tmp_path, monkeypatch):
     shipped = load_spec("data_specs/eval/sample-concepts.yaml", SuiteSpec)
     assert shipped.class_groups == "world:eval/concepts-groups.json" and shipped.source.world.size == "default"
     assert json.loads(json.dumps(s))  # plain data, as the trainer receives it
+
+
+def test_a_suite_with_chinese_class_names_prompts_in_chinese(tmp_path, monkeypatch):
+    """`classnames_file` maps the suite's class folders to other names (the sample world's Chinese
+    ones): the classifier is built from them, in folder order, and the metrics keep the suite's name."""
+    from tasks.suites import resolve_suite
+    from training.eval_data import run_suite, suite_classnames
+    from training.eval_report import suite_data
+    from training.model import CLIP, CLIPConfig
+    from training.tokenizer import train_bpe
+
+    monkeypatch.setenv("OPENWIT_STATE", str(tmp_path))
+    suite = resolve_suite("data_specs/eval/sample-tiny-shape-zh.yaml")
+    data = suite_data(suite)
+    names = suite_classnames(suite, data.classnames)
+    assert data.classnames[:3] == ["circle", "crescent", "cross"] and names[:3] == ["圆形", "新月形", "十字形"]
+    tok = train_bpe([t.format(n) for t in suite["templates"] for n in names] * 5, vocab_size=300)
+    tok.context_length = 16
+    c = CLIPConfig.from_dict({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+                              "text_cfg": {"context_length": 16, "vocab_size": tok.vocab_size, "width": 32, "heads": 2, "layers": 1, "eot_id": tok.eot_id}})
+    torch.manual_seed(0)
+    metrics, artifacts = run_suite(CLIP(c), tok, suite, data, 32)
+    assert 0 <= metrics["zeroshot/sample-tiny-shape-zh/top1"] <= 1
+    assert artifacts["zeroshot-sample-tiny-shape-zh-confusion"][1] == names
+    with pytest.raises(ValueError, match="names no class for"):
+        suite_classnames({"name": "s", "classnames": {"circle": "圆形"}}, ["circle", "star"])
