@@ -92,6 +92,8 @@ class WikipediaSpec(Strict):
     # distinct words, at most 251,465 (data_specs/sample-zh.yaml uses them)
     unigram_top_share: float | None = None
     max_unigrams: int | None = None
+    # and at most this share of the unigrams kept as bigrams (MetaCLIP 2: 0.4), besides max_bigrams
+    bigram_share_of_unigrams: float | None = None
 
 
 class PageviewsSpec(Strict):

@@ -159,6 +159,8 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
         kept = kept[: int(len(unigram_counts) * wp.unigram_top_share)]
     if wp.max_unigrams is not None:
         kept = kept[: wp.max_unigrams]
+    if wp.bigram_share_of_unigrams is not None:  # MetaCLIP 2: bigrams up to 40% of the unigrams
+        bigrams = bigrams[: int(len(kept) * wp.bigram_share_of_unigrams)]
     for c, w in kept:
         e = entry(w)
         e["sources"].add("wikipedia_unigram")

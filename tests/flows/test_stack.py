@@ -147,6 +147,22 @@ def test_build_pretrain_evaluate_through_the_deployments(stack, tmp_path_factory
     assert any(a.endswith("confusion.png") for a in arts)
 
 
+def test_build_wit_sample_zh_through_its_deployment(stack, tmp_path_factory):
+    """`prefect deployment run build-wit/sample-zh` (the tiny world's Chinese part here): shards,
+    manifest and a data card with the zh row, through the worker like any build."""
+    assert stack["up"].returncode == 0
+    out = tmp_path_factory.mktemp("build-zh")
+    spec = yaml.safe_load((REPO / "data_specs/sample-tiny-zh.yaml").read_text())
+    spec["world"]["port"], spec["output_dir"] = stack["ports"]["world"], str(out)
+    watched = _run_deployment(stack, "build-wit/sample-zh", spec)
+    assert "download: shards:" in watched, watched[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["totals"]["rows"] > 300 and m["spec"]["vocabulary"]["language"] == "zh"
+    card = (out / "datacard.md").read_text()
+    assert "## Languages" in card and any(line.startswith("| zh | ") for line in card.splitlines())
+    assert {"language"} <= set(pq.read_table(out / "vocabulary/queries.parquet").column_names)
+
+
 def test_down_leaves_nothing_running(stack):
     pids = [int(f.read_text()) for f in (stack["state"] / "pids").glob("*.pid")]
     assert pids

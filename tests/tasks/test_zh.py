@@ -62,6 +62,20 @@ def test_unigram_cap_keeps_the_most_frequent_share(tmp_path):
     assert 0 < len(uni) < 10 and "国旗" in {r["query"] for r in uni}
 
 
+def test_bigram_cap_is_a_share_of_the_unigrams_kept(tmp_path):
+    counts = {}
+    for share in (None, 0.4):
+        spec = VocabularySpec(language="zh", wikipedia=WikipediaSpec(min_unigram_count=4, min_bigram_count=2, min_pmi=0.0,
+                                                                     bigram_share_of_unigrams=share), wordnet=WordNetSpec(enabled=False))
+        build_vocabulary(spec, tmp_path / f"v{share}", [_dump(tmp_path / "d.xml.bz2")], [], progress=lambda *_: None)
+        t = pq.read_table(tmp_path / f"v{share}/queries.parquet").to_pylist()
+        counts[share] = (sum("wikipedia_unigram" in r["sources"] for r in t), [r for r in t if "wikipedia_bigram" in r["sources"]])
+    n_uni, capped = counts[0.4]
+    assert len(counts[None][1]) > len(capped) == int(n_uni * 0.4) > 0
+    best = sorted(counts[None][1], key=lambda r: (-r["npmi"], r["query"]))[: len(capped)]
+    assert {r["query"] for r in capped} == {r["query"] for r in best}  # the highest-ranked ones stay
+
+
 def test_matching_without_word_boundaries():
     entries = ["国旗", "红色国旗", "NBA", "中山", "服务"]
     auto = build_automaton(entries, language="zh")
