@@ -100,6 +100,13 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
 
     named: set[str] = set()
     for lang, vspec in spec.vocabulary_specs().items():
+        if vspec.wordnet.enabled:
+            from tasks.wordnet import WordNetMissing, check
+
+            try:
+                check(resolve_path(vspec.wordnet.path), lang)
+            except WordNetMissing as e:
+                raise SpecError(f"vocabulary.wordnet: {e}") from None
         vi = ctx.vocab[lang] = VocabularyInputs(_expand(vspec.wikipedia.dumps, ctx), _expand(vspec.pageviews.files, ctx))
         named |= _resolve_named_vocabulary(ctx, vspec, vi)
     ctx.warcs = _expand(warc_list(spec.crawl), ctx)

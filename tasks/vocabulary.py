@@ -37,7 +37,7 @@ from tasks.parallel import run_parallel
 from tasks.specs import VocabularySpec
 from tasks.text_rules import NO_SPACE_LANGUAGES, normalise_entry
 from tasks.wikitext import DumpError, iter_article_texts
-from tasks.wordnet import synset_head_names
+from tasks.wordnet import head_names
 
 QUERY_SCHEMA = pa.schema([
     ("entry_id", pa.int64()), ("query", pa.string()), ("sources", pa.list_(pa.string())),
@@ -195,11 +195,12 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
 
     wn_count, wn_synsets = 0, 0
     if spec.wordnet.enabled:
-        names, wn_synsets = synset_head_names(spec.wordnet.path)
+        names, wn_synsets = head_names(spec.wordnet.path, spec.language)
         for name in names:
             entry(name)["sources"].add("wordnet")
         wn_count = len(names)
-        progress(f"vocabulary: WordNet {wn_synsets} synsets, {wn_count} unique head names (WordNet 3.0: about 86.6k)")
+        progress(f"vocabulary: WordNet {wn_synsets} synsets, {wn_count} unique head names"
+                 + (" (WordNet 3.0: about 86.6k)" if spec.language == "en" else f" ({spec.language}, Open Multilingual Wordnet)"))
 
     queries = sorted(entries)
     table = pa.table({

@@ -131,3 +131,31 @@ def test_language_id_tells_short_chinese_from_short_japanese():
     assert detect_lang("波鲁斯坦の国旗") == "ja"  # lid.176 alone says zh
     assert detect_lang("歩道を走") == "ja"  # lid.176 alone says en
     assert detect_lang("a red flag on a pole") == "en" and detect_lang("東京タワーの写真") == "ja"
+
+
+def test_chinese_wordnet_from_an_open_multilingual_wordnet_file(tmp_path):
+    """`wordnet.path` at Open Multilingual Wordnet's data (NLTK's omw-1.4 layout): each synset's
+    first Chinese lemma becomes an entry, as English takes each synset's first lemma."""
+    folder = tmp_path / "omw-1.4" / "cmn"
+    folder.mkdir(parents=True)
+    (folder / "wn-data-cmn.tab").write_text(
+        "# Chinese Open Wordnet\tcmn\thttp://compling.hss.ntu.edu.sg/cow/\tCC BY 4.0\n"
+        "02084071-n\tcmn:lemma\t狗\n02084071-n\tcmn:lemma\t犬\n"  # dog: the first lemma is the head
+        "03355925-n\tcmn:lemma\t國旗\n"  # flag, written in Traditional script
+        "00001740-a\tcmn:lemma\t能\n", encoding="utf-8")
+    spec = VocabularySpec(language="zh", wikipedia=WikipediaSpec(min_unigram_count=10_000, min_bigram_count=10_000),
+                          wordnet=WordNetSpec(path=str(tmp_path)))
+    stats = build_vocabulary(spec, tmp_path / "v", [_dump(tmp_path / "d.xml.bz2")], [], progress=lambda *_: None)
+    q = {r["query"]: r["sources"] for r in pq.read_table(tmp_path / "v/queries.parquet").to_pylist()}
+    assert q == {"狗": ["wordnet"], "国旗": ["wordnet"], "能": ["wordnet"]} and stats["wordnet_synsets"] == 3
+
+
+def test_a_chinese_build_without_a_chinese_wordnet_says_how_to_fix_it(tmp_path):
+    from tasks.build_stages import make_context
+
+    table = tmp_path / "t.jsonl"
+    table.write_text('{"url": "http://a.example/1.jpg", "caption": "国旗"}\n')
+    spec = BuildSpec(name="zh", output_dir=str(tmp_path / "b"), language="zh", crawl={"tables": [{"path": str(table)}]},
+                     vocabulary={"wordnet": {"path": str(tmp_path)}})
+    with pytest.raises(SpecError, match=r"wn-data-cmn.tab.*wordnet.enabled: false"):
+        make_context(spec, log=lambda *_: None)
