@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "openwit: installing pinned dependencies into $(VENV) (first run takes a few minutes)"
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# Chinese-CLIP's package: its BERT-Chinese vocabulary (our zh tokenizer) and model code (the interop
+	@# tests). Its requirements (torchvision, timm, lmdb==1.3.0 from source) are not needed for that: --no-deps.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt cn_clip
 	@# img2dataset requires the py3.6 `dataclasses` backport, whose dataclasses.py shadows the
 	@# stdlib module when Prefect's server puts site-packages first on sys.path: remove it.
 	$(PY) -m pip uninstall -y -q dataclasses 2>/dev/null || true

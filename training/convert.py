@@ -11,6 +11,14 @@ projections, logit scale) has the same names and shapes.
     import_weights(weights, model, out, bpe=...)    open_clip / OpenAI weights -> our checkpoint
     to_open_clip_model(model)                       an open_clip.CLIP holding our weights
 
+Chinese-CLIP (`cn_clip`): its checkpoints keep OpenAI's image tower under `visual.` and a
+Hugging Face-named BERT under `bert.` with `text_projection` at the top level; ours keep the BERT
+under `text.bert.` and the projection under `text.`.
+
+    from_cn_clip(state) / to_cn_clip(state)         rename a Chinese-CLIP state dict (exact round trip)
+    import_weights(weights, "CN-CLIP-ViT-B-16", out) Chinese-CLIP weights -> our checkpoint (BERT-Chinese tokenizer)
+    load_hf_bert(model, folder)                     a local Hugging Face BERT checkpoint -> our text tower
+
 Exported folders hold `open_clip_config.json`, `open_clip_model.safetensors` and our
 `tokenizer.json`. If the model was trained with CLIP's BPE (imported or fine-tuned weights),
 `open_clip.get_tokenizer("local-dir:out")` tokenizes identically to ours (a test checks this);
@@ -57,6 +65,62 @@ def from_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def from_cn_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Chinese-CLIP state dict (a `state_dict` of its checkpoints, DDP prefix allowed) -> ours,
+    in float32 (its released weights are fp16)."""
+    out = {}
+    for k, v in state.items():
+        nk = k.removeprefix("module.")
+        if nk.startswith("bert.pooler.") or nk in _OPENAI_METADATA or nk.endswith("attn_mask"):
+            continue  # Chinese-CLIP has no pooler and drops it from checkpoints itself
+        if nk.startswith("bert."):
+            nk = "text." + nk
+        elif nk == "text_projection":
+            nk = "text.text_projection"
+        else:
+            nk = nk.replace(".attn.in_proj_weight", ".attn.in_proj.weight").replace(".attn.in_proj_bias", ".attn.in_proj.bias")
+        out[nk] = v.float() if v.is_floating_point() else v
+    return out
+
+
+def to_cn_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        nk = k.removeprefix("text.") if k.startswith(("text.bert.", "text.text_projection")) else k
+        out[nk.replace(".attn.in_proj.weight", ".attn.in_proj_weight").replace(".attn.in_proj.bias", ".attn.in_proj_bias")] = v
+    return out
+
+
+def load_hf_bert(model: CLIP, folder: str | Path) -> list[str]:
+    """Initialise a BERT text tower from a local Hugging Face BERT checkpoint folder (its
+    `model.safetensors`, e.g. hfl/chinese-roberta-wwm-ext or RBT3 saved with save_pretrained):
+    `bert.`-prefixed or bare names, pooler and pre-training heads ignored. Returns the names
+    loaded; shapes must match the preset (vocabulary 21,128, width, layers)."""
+    if model.cfg.text.kind != "bert":
+        raise ValueError("load_hf_bert: the model's text tower is not a BERT (text_cfg.kind: bert)")
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no .safetensors file (save the Hugging Face model with safe_serialization=True)")
+    src: dict[str, torch.Tensor] = {}
+    for f in files:
+        src.update(load_file(str(f)))
+    target = model.text.bert.state_dict()
+    state = {}
+    for k, v in src.items():
+        nk = k.removeprefix("bert.")
+        if nk in target:
+            if target[nk].shape != v.shape:
+                raise ValueError(f"{folder}: {k} has shape {tuple(v.shape)}, the model's {nk} {tuple(target[nk].shape)}: "
+                                 "is the preset's text tower the same size as this BERT?")
+            state[nk] = v.float()
+    missing = sorted(set(target) - set(state))
+    if missing:
+        raise ValueError(f"{folder}: no weights for {missing[:4]} ({len(missing)} of {len(target)}): not a BERT checkpoint?")
+    model.text.bert.load_state_dict(state)
+    return sorted(state)
+
+
 def open_clip_config(cfg: CLIPConfig) -> dict:
     """Our config as open_clip's `model_cfg` (the JSON in open_clip/model_configs)."""
     v, t = cfg.vision, cfg.text
@@ -76,30 +140,49 @@ def open_clip_config(cfg: CLIPConfig) -> dict:
     return out
 
 
-def import_open_clip():
-    """Import open_clip, also where torchvision's compiled ops cannot load.
+def _torchvision_without_ops() -> None:
+    """Make `import torchvision.<submodule>` work beside the CPU torch wheel.
 
-    open_clip imports torchvision at module level (FrozenBatchNorm2d, transforms). PyPI's
-    torchvision wheels link against CUDA builds of torch; beside the CPU torch wheel the package
+    PyPI's torchvision wheels link against CUDA builds of torch; beside the CPU wheel the package
     `__init__` fails (`operator torchvision::nms does not exist`), although the pure-Python modules
-    open_clip uses work. On that failure, torchvision's submodules are imported without running
-    its package `__init__`. Where torchvision imports normally this is a plain `import open_clip`.
-    """
+    open_clip and cn_clip use (transforms, FrozenBatchNorm2d) work. This registers the package
+    without running its `__init__`, so its submodules import."""
+    for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "open_clip", "timm", "cn_clip")]:
+        del sys.modules[name]
+    spec = importlib.util.find_spec("torchvision")
+    pkg = types.ModuleType("torchvision")
+    pkg.__path__, pkg.__spec__, pkg.__file__ = list(spec.submodule_search_locations), spec, spec.origin
+    sys.modules["torchvision"] = pkg
+
+
+def import_open_clip():
+    """Import open_clip, also where torchvision's compiled ops cannot load (see above). Where
+    torchvision imports normally this is a plain `import open_clip`."""
     try:
         import open_clip
 
         return open_clip
     except (RuntimeError, OSError):
         pass
-    for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "open_clip", "timm")]:
-        del sys.modules[name]
-    spec = importlib.util.find_spec("torchvision")
-    pkg = types.ModuleType("torchvision")
-    pkg.__path__, pkg.__spec__, pkg.__file__ = list(spec.submodule_search_locations), spec, spec.origin
-    sys.modules["torchvision"] = pkg
+    _torchvision_without_ops()
     import open_clip
 
     return open_clip
+
+
+def import_cn_clip():
+    """Import `cn_clip.clip` (Chinese-CLIP's model code and tokenizer; installed with --no-deps)
+    the same way: its package imports torchvision's transforms."""
+    try:
+        import cn_clip.clip
+
+        return cn_clip.clip
+    except (RuntimeError, OSError):
+        pass
+    _torchvision_without_ops()
+    import cn_clip.clip
+
+    return cn_clip.clip
 
 
 def to_open_clip_model(model: CLIP):
@@ -150,10 +233,17 @@ def import_weights(weights: str | Path, model: str | Path, out: str | Path, bpe:
     evaluates (`openwit evaluate`) and loads with `training.checkpoint.load_model`.
     """
     from training.checkpoint import load_weights, save_model
-    from training.tokenizer import from_clip_bpe
+    from training.tokenizer import bert_chinese, from_clip_bpe
 
-    state = from_open_clip(load_weights_file(weights))
     cfg = CLIPConfig.from_dict(preset_dict(model))
+    if cfg.text.kind == "bert":  # Chinese-CLIP: its layout, the BERT-Chinese vocabulary (bpe: a vocab.txt)
+        tok = bert_chinese(bpe, context_length=cfg.text.context_length)
+        if tok.vocab_size != cfg.text.vocab_size:
+            raise ValueError(f"the vocabulary gives {tok.vocab_size} tokens but model {model} has a {cfg.text.vocab_size}-token embedding")
+        net = CLIP(cfg)
+        load_weights(net, from_cn_clip(load_weights_file(weights)), f"{weights} (is {model} the right preset?)")
+        return save_model(net, out, tok, extra={"imported_from": str(weights), "cn_clip_model": str(model)})
+    state = from_open_clip(load_weights_file(weights))
     if bpe is None:
         bpe = _open_clip_bpe()
     tok = from_clip_bpe(bpe, context_length=cfg.text.context_length)

@@ -9,7 +9,8 @@ Facts implemented here (CLIP paper, open_clip):
     attention pooling instead of global average pooling.
   * Text: GPT-2 style causal transformer, context 77; the feature at the [EOS] token (the
     highest id in CLIP's vocabulary, our tokenizer's `eot_id`) is the text feature, because with
-    causal attention only the last token has seen the whole caption.
+    causal attention only the last token has seen the whole caption. Or (`text_cfg.kind: bert`)
+    Chinese-CLIP's BERT encoder pooled at [CLS] (training/bert.py), context 52.
   * Logit scale: learnable temperature initialised to 1/0.07, clamped at 100 so training cannot
     make logits arbitrarily sharp (CLIP paper, section 2.5). The clamp is applied to the parameter
     after each optimizer step (`clamp_logit_scale`), outside the graph, as open_clip does: a clamp
@@ -54,6 +55,14 @@ class TextConfig:
     heads: int = 8
     layers: int = 12
     eot_id: int | None = None  # None: pool at argmax(token id), as OpenAI's CLIP does
+    # "clip": the causal transformer above; "bert": a BERT encoder pooled at [CLS] (Chinese-CLIP,
+    # training/bert.py), which also reads the fields below
+    kind: str = "clip"
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    pad_id: int = 0
+    dropout: float = 0.1
 
 
 @dataclass
@@ -339,7 +348,14 @@ class CLIP(nn.Module):
             self.visual = ModifiedResNet(cfg.vision, cfg.embed_dim)
         else:
             self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
-        self.text = TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu)
+        if cfg.text.kind == "bert":
+            from training.bert import BertText
+
+            self.text = BertText(cfg.text, cfg.embed_dim)
+        elif cfg.text.kind == "clip":
+            self.text = TextTransformer(cfg.text, cfg.embed_dim, cfg.quick_gelu)
+        else:
+            raise ValueError(f"text_cfg.kind: {cfg.text.kind!r} is not a text tower (clip or bert)")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def add_logit_bias(self, value: float = 0.0) -> None:
@@ -375,8 +391,10 @@ class CLIP(nn.Module):
         self.logit_scale.clamp_(0, math.log(100))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        from training.bert import BertEncoder
+
         for m in self.modules():
-            if isinstance(m, Transformer):
+            if isinstance(m, (Transformer, BertEncoder)):
                 m.grad_checkpointing = enable
 
     def lock_image_tower(self) -> None:

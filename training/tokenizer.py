@@ -1,13 +1,18 @@
-"""Byte-level BPE tokenizers for the text tower (HF `tokenizers`).
+"""Tokenizers for the text tower (HF `tokenizers`): byte-level BPE, or BERT-Chinese WordPiece.
 
-Two ways to get one:
+Three ways to get one:
   * `train_bpe(shards, "tokenizer.json")`: train on the build's captions (build-wit does this
     and saves it next to the shards; checkpoints carry it).
   * `from_clip_bpe("bpe_simple_vocab_16e6.txt.gz")`: CLIP's own 49,408-token vocabulary from its
     merges file, assembled the way OpenAI's `SimpleTokenizer` does (byte-to-unicode alphabet,
     `</w>` end-of-word suffix, CLIP's pre-tokenisation regex).
+  * `bert_chinese()`: Chinese-CLIP's tokenizer, BERT WordPiece over the 21,128-token BERT-Chinese
+    vocabulary that the `cn_clip` package ships (its `clip/vocab.txt`; read from the installed
+    package, never imported): BERT's cleaning, every CJK character a word of its own, lower case
+    with accents stripped, punctuation split off, `[CLS] ... [SEP]` padded with `[PAD]` (0) to 52,
+    truncation keeping `[SEP]`; ids equal `cn_clip.clip.tokenize` (tests/training/test_cn_clip.py).
 
-Cleaning is CLIP's: ftfy, HTML unescape, whitespace collapse, lowercase. Every sequence is
+Cleaning of the BPE tokenizers is CLIP's: ftfy, HTML unescape, whitespace collapse, lowercase. Every sequence is
 `<start_of_text> ... <end_of_text>` padded with 0; truncation keeps the end token, because the
 text tower pools the feature at the end token.
 """
@@ -28,6 +33,8 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, tra
 from tokenizers import Tokenizer as HFTokenizer
 
 SOT, EOT, PAD = "<start_of_text>", "<end_of_text>", "<pad>"
+CLS, SEP, BERT_PAD, UNK = "[CLS]", "[SEP]", "[PAD]", "[UNK]"
+BERT_CONTEXT = 52  # Chinese-CLIP's context length
 _WS = re.compile(r"\s+")
 CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -44,18 +51,22 @@ class Tokenizer:
     def __init__(self, hf: HFTokenizer, context_length: int = 77):
         self.hf = hf
         self.context_length = context_length
-        self.sot_id = hf.token_to_id(SOT)
-        self.eot_id = hf.token_to_id(EOT)
+        # a BERT WordPiece vocabulary marks its sequences [CLS] ... [SEP]; the BPE ones <start_of_text> ...
+        self.kind = "bert" if hf.token_to_id(CLS) is not None and hf.token_to_id(SOT) is None else "bpe"
+        start, end = (CLS, SEP) if self.kind == "bert" else (SOT, EOT)
+        self.sot_id = hf.token_to_id(start)
+        self.eot_id = hf.token_to_id(end)
         if self.sot_id is None or self.eot_id is None:
-            raise ValueError(f"tokenizer lacks {SOT} / {EOT} special tokens")
-        self.pad_id = 0
+            raise ValueError(f"tokenizer lacks {SOT} / {EOT} (or {CLS} / {SEP}) special tokens")
+        self.pad_id = hf.token_to_id(BERT_PAD) if self.kind == "bert" else 0
+        self._clean = (lambda t: t) if self.kind == "bert" else clean  # BERT's normalizer does its own cleaning
 
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(clean(text), add_special_tokens=False).ids
+        return self.hf.encode(self._clean(text), add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
         specials = {self.sot_id, self.eot_id, self.pad_id}
@@ -66,7 +77,7 @@ class Tokenizer:
             texts = [texts]
         n = context_length or self.context_length
         out = np.full((len(texts), n), self.pad_id, dtype=np.int64)
-        encs = self.hf.encode_batch([clean(t) for t in texts], add_special_tokens=False)
+        encs = self.hf.encode_batch([self._clean(t) for t in texts], add_special_tokens=False)
         for i, enc in enumerate(encs):
             ids = [self.sot_id] + enc.ids[: n - 2] + [self.eot_id]  # truncation keeps the end token
             out[i, : len(ids)] = ids
@@ -82,7 +93,9 @@ class Tokenizer:
     def load(cls, path: str | Path, context_length: int | None = None) -> Tokenizer:
         """A tokenizer.json; without `context_length`, the context of the model beside it (an
         exported folder's open_clip_config.json, a checkpoint's config.json), else CLIP's 77."""
-        return cls(HFTokenizer.from_file(str(path)), context_length or _context_beside(Path(path)) or 77)
+        hf = HFTokenizer.from_file(str(path))
+        default = BERT_CONTEXT if hf.token_to_id(CLS) is not None and hf.token_to_id(SOT) is None else 77
+        return cls(hf, context_length or _context_beside(Path(path)) or default)
 
     @classmethod
     def from_json(cls, blob: str, context_length: int = 77) -> Tokenizer:
@@ -127,6 +140,31 @@ def train_bpe(source: Iterable[Path] | Iterable[str], out_path: str | Path | Non
         tok.save(tmp)
         tmp.rename(out_path)
     return tok
+
+
+def cn_clip_vocab() -> Path:
+    """The BERT-Chinese vocabulary file of the installed `cn_clip` package (found, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("cn_clip")
+    f = Path(next(iter(spec.submodule_search_locations))) / "clip" / "vocab.txt" if spec and spec.submodule_search_locations else None
+    if f is None or not f.exists():
+        raise FileNotFoundError("the BERT-Chinese vocabulary comes with the cn_clip package: pip install --no-deps cn_clip==1.6.0 "
+                                "(`make install` does), or pass a vocab.txt")
+    return f
+
+
+def bert_chinese(vocab: str | Path | None = None, context_length: int = BERT_CONTEXT) -> Tokenizer:
+    """Chinese-CLIP's tokenizer: BERT WordPiece over `vocab` (a BERT vocab.txt; default cn_clip's)."""
+    ids: dict[str, int] = {}
+    lines = Path(vocab or cn_clip_vocab()).read_text(encoding="utf-8").split("\n")  # lines as readline() cuts them
+    for i, line in enumerate(lines[:-1] if lines[-1] == "" else lines):  # (str.splitlines would also cut at U+0085 ...)
+        ids[line.strip()] = i  # as BERT's load_vocab: stripped, a later duplicate wins
+    hf = HFTokenizer(models.WordPiece(ids, unk_token=UNK, max_input_chars_per_word=200))  # BERT's limit (HF's default is 100)
+    hf.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hf.decoder = decoders.WordPiece()
+    return Tokenizer(hf, context_length)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
