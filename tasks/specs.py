@@ -295,6 +295,16 @@ class TrainSpec(Strict):
     patch_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # FLIP: fraction of patch tokens dropped while training (ViT only)
 
 
+class StageSpec(Strict):
+    """One stage of a staged run (Chinese-CLIP: image tower locked, then everything unlocked)."""
+
+    name: str
+    steps: int = Field(gt=0)
+    lr: float | None = None  # None: train.lr
+    warmup_steps: int | None = None  # None: train.warmup_steps
+    lock_image: bool = False  # LiT: the image tower does not train (BatchNorm statistics frozen too)
+
+
 class ScalingSpec(Strict):
     workers: int = 2
     use_gpu: bool = False
@@ -328,6 +338,11 @@ class PretrainSpec(Strict):
     init_from: str | None = None
     data: DataSpec
     train: TrainSpec = TrainSpec()
+    # staged training (Chinese-CLIP's two stages): each stage is its own MLflow run nested under this
+    # run's, resumable like any run; stage 2 starts from stage 1's model. Without stages, train.steps
+    init_image_from: str | None = None  # stage 1's image tower: an openwit checkpoint folder or models:/<name>/<version>
+    init_text_from: str | None = None  # a BERT text tower's start: a local Hugging Face BERT folder (safetensors)
+    stages: list[StageSpec] = []
     scaling: ScalingSpec = ScalingSpec()
     eval_suites: list[str] = []  # paths of suite specs
     mlflow: MlflowSpec = MlflowSpec()
@@ -336,6 +351,10 @@ class PretrainSpec(Strict):
     def _one_model_source(self) -> PretrainSpec:
         if (self.model is None) == (self.init_from is None):
             raise ValueError("give exactly one of `model` (train from scratch) and `init_from` (fine-tune a checkpoint)")
+        if (self.init_image_from or self.init_text_from) and not self.model:
+            raise ValueError("init_image_from / init_text_from start the towers of `model`; give `model`, not `init_from`")
+        if len({st.name for st in self.stages}) != len(self.stages):
+            raise ValueError("stages: every stage needs its own name")
         per = self.scaling.workers * self.train.accum_steps
         if self.train.batch_size % per:
             raise ValueError(f"train.batch_size {self.train.batch_size} is not divisible by scaling.workers x train.accum_steps "

@@ -68,6 +68,65 @@ def init_checkpoint(spec: PretrainSpec, run_dir: Path, uri: str) -> dict:
             "weights": str(folder / "model.safetensors")}
 
 
+def init_towers(spec: PretrainSpec, mcfg: dict, uri: str) -> dict:
+    """Where the towers of a new model start: `init_image_from`'s image tower (its vision config
+    must be the model's) and `init_text_from`'s BERT (a Hugging Face folder)."""
+    out: dict = {"init_image": None, "init_text_bert": None}
+    if spec.init_image_from:
+        from training.model import CLIPConfig
+
+        folder = checkpoint_folder(spec.init_image_from, uri)
+        theirs = json.loads((folder / "config.json").read_text())["model"]
+
+        def tower(d: dict) -> tuple:  # what the image tower's weights depend on
+            c = CLIPConfig.from_dict(d)
+            return c.embed_dim, c.vision.image_size, c.vision.layers, c.vision.width, c.vision.patch_size, c.vision.head_width, c.vision.mlp_ratio
+
+        if tower(theirs) != tower(mcfg):
+            raise ValueError(f"init_image_from {folder}: its image tower ({theirs['vision_cfg']}, embed_dim {theirs['embed_dim']}) "
+                             f"is not the model's ({mcfg['vision_cfg']}, embed_dim {mcfg['embed_dim']}); pick a preset with the same ones")
+        out["init_image"] = str(folder / "model.safetensors")
+    if spec.init_text_from:
+        if mcfg["text_cfg"].get("kind") != "bert":
+            raise ValueError("init_text_from starts a BERT text tower; the model's text tower is not one (text_cfg.kind: bert)")
+        out["init_text_bert"] = str(resolve_path(spec.init_text_from))
+    return out
+
+
+def stage_config(run: dict, spec: PretrainSpec, index: int) -> dict:
+    """The config of stage `index` of a staged run: its own folder, Ray run and MLflow run nested
+    under the run's (reopened when the stage resumes); stage 1 starts from the run's towers, a
+    later stage from the model the stage before it saved."""
+    st = spec.stages[index]
+    run_dir = Path(run["run_dir"]) / f"stage-{index + 1}-{st.name}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    uri, parent = run["mlflow"]["uri"], run["mlflow"]["run_id"]
+    id_file = run_dir / "mlflow_run_id"
+    resume_id = id_file.read_text().strip() if id_file.exists() else None
+    from mlflow.tracking import MlflowClient
+
+    tags = {k: v for k, v in MlflowClient(uri).get_run(parent).data.tags.items() if not k.startswith("mlflow.")}
+    tags.update({"mlflow.parentRunId": parent, "openwit.stage": st.name, "openwit.stage.index": str(index + 1)})
+    train = {**run["train"], "steps": st.steps, "lr": st.lr if st.lr is not None else run["train"]["lr"],
+             "warmup_steps": st.warmup_steps if st.warmup_steps is not None else run["train"]["warmup_steps"]}
+    params = {"stage": st.model_dump(mode="json"), "train": train, "model_config": run["model"]}
+    run_id = tracking.start_run(uri, spec.mlflow.experiment, f"{spec.name}/{st.name}", params, tags, None, state_dir() / "mlartifacts", resume_id)
+    id_file.write_text(run_id)
+    cfg = {**run, "run_name": f"{run['run_name']}-{st.name}", "run_dir": str(run_dir), "train": train, "lock_image": st.lock_image,
+           "mlflow": {**run["mlflow"], "run_id": run_id, "run_dir": str(run_dir),
+                      "register_model": run["mlflow"]["register_model"] if index == len(spec.stages) - 1 else None}}
+    if index > 0:  # the previous stage's model, whole
+        prev = Path(run["run_dir"]) / f"stage-{index}-{spec.stages[index - 1].name}" / "model" / "model.safetensors"
+        if not prev.exists():
+            raise RuntimeError(f"stage {st.name} starts from {prev}, which stage {spec.stages[index - 1].name} has not written")
+        cfg.update(init_weights=str(prev), init_image=None, init_text_bert=None)
+    return cfg
+
+
+def mark_stage_done(cfg: dict, metrics: dict) -> None:
+    (Path(cfg["run_dir"]) / "stage_done.json").write_text(json.dumps(metrics, indent=1, default=float))
+
+
 def prepare_run(spec: PretrainSpec, flow_run: FlowRunInfo | None = None) -> dict:
     """Everything the workers need, with absolute paths; opens (or reopens) the MLflow run."""
     flow_run = flow_run or FlowRunInfo()
@@ -80,6 +139,13 @@ def prepare_run(spec: PretrainSpec, flow_run: FlowRunInfo | None = None) -> dict
     resume_id = id_file.read_text().strip() if id_file.exists() else None
     init = init_checkpoint(spec, run_dir, uri) if spec.init_from else None
     mcfg = init["model"] if init else model_config(spec)
+    tokenizer = init["tokenizer"] if init else str(build / manifest.get("tokenizer", "tokenizer.json"))
+    if not init and mcfg["text_cfg"].get("kind") == "bert":  # Chinese-CLIP: BERT-Chinese WordPiece, not the build's BPE
+        from training.tokenizer import bert_chinese
+
+        tokenizer = str(run_dir / "tokenizer.json")
+        bert_chinese(context_length=mcfg["text_cfg"]["context_length"]).save(tokenizer)
+    towers = init_towers(spec, mcfg, uri)
     tags = {"openwit.spec": spec.name, "openwit.build": manifest["name"], "openwit.build.path": str(build),
             "openwit.manifest_spec_hash": manifest["spec_hash"],
             "prefect.flow_run_id": flow_run.id, "prefect.flow_run_name": flow_run.name, **tracking.code_version(REPO_ROOT)}
@@ -101,8 +167,8 @@ def prepare_run(spec: PretrainSpec, flow_run: FlowRunInfo | None = None) -> dict
         "run_name": spec.name, "run_dir": str(run_dir), "build": str(build), "subset": spec.data.subset,
         "storage": str(resolve_path(spec.scaling.storage_path) if spec.scaling.storage_path else run_dir / "ray"),
         "image_size": spec.data.image_size,
-        "tokenizer": init["tokenizer"] if init else str(build / manifest.get("tokenizer", "tokenizer.json")),
-        "init_weights": init["weights"] if init else None,
+        "tokenizer": tokenizer,
+        "init_weights": init["weights"] if init else None, **towers,
         "model": mcfg, "train": spec.train.model_dump(), "use_gpu": spec.scaling.use_gpu, "threads_per_worker": threads,
         "eval_suites": resolve_suites(spec.eval_suites),
         "mlflow": {"uri": uri, "run_id": run_id, "run_dir": str(run_dir), "register_model": spec.mlflow.register_model},

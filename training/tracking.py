@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import mlflow
@@ -111,6 +112,16 @@ def log_provenance(uri: str, run_id: str, spec_yaml: str, build: Path) -> None:
     for name in ("manifest.json", "datacard.md", "balance/balance.png"):
         if (build / name).exists():
             client.log_artifact(run_id, str(build / name), artifact_path="build" + ("/balance" if "/" in name else ""))
+
+
+def log_final(uri: str, run_id: str, metrics: dict) -> None:
+    """Numeric metrics into a run (a staged run's parent gets its last stage's final metrics)."""
+    client = MlflowClient(uri)
+    ts = int(time.time() * 1000)
+    step = int(metrics.get("step", 0))
+    items = [mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items() if k != "step" and isinstance(v, int | float)]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i:i + 500])
 
 
 def end_run(uri: str, run_id: str, status: str) -> None:

@@ -159,6 +159,15 @@ def train_loop_per_worker(config: dict) -> None:
         model.add_logit_bias(-10.0)
     if config.get("init_weights"):  # fine-tuning; a resumed run then overwrites these weights
         load_weights(model, load_file(config["init_weights"], device=str(device)), f"init_from {config['init_weights']}")
+    if config.get("init_image"):  # another model's image tower (Chinese-CLIP stage 1: CLIP's)
+        visual = {k.removeprefix("visual."): v for k, v in load_file(config["init_image"], device=str(device)).items() if k.startswith("visual.")}
+        model.visual.load_state_dict(visual, strict=True)
+    if config.get("init_text_bert"):  # a pretrained Chinese BERT (RoBERTa-wwm-ext, RBT3)
+        from training.convert import load_hf_bert
+
+        load_hf_bert(model, config["init_text_bert"])
+    if config.get("lock_image"):  # LiT: no image-tower parameter trains, BatchNorm statistics stay
+        model.lock_image_tower()
     if tr["grad_checkpointing"]:
         model.set_grad_checkpointing(True)
     # the same initial weights on every rank (seed), then a stream of its own per rank (seed + rank,
@@ -253,43 +262,53 @@ def _out_of_time(t_start: float, max_minutes: float | None, world: int, device) 
     return bool(flag.item())
 
 
+@contextlib.contextmanager
+def ray_session(scaling: dict, ray_address: str | None):
+    """Ray for the duration of the block: attach to `ray_address`, or start a local single-node Ray
+    sized for the workers and shut it down after. Inside an outer session (a staged run keeps one
+    Ray for all its stages: startup costs ~30 s) it does nothing."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # RAY_TRAIN_ENABLE_PRINT_PATCH=0: Ray Train V2 otherwise sends each print both to the
+    # worker's stdout and to its logger, and the driver shows every progress line twice
+    env = {"env_vars": {**{k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")}, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
+           "worker_process_setup_hook": "training.train_loop.quiet_ray_logs"}
+    if ray_address:
+        ray.init(address=ray_address, runtime_env=env)
+    else:
+        # "local": always a new single-node Ray, never a stale cluster that a crashed run left
+        # registered in /tmp/ray/ray_current_cluster
+        ray.init(address="local", num_cpus=max(2, int(scaling["workers"] * scaling["resources_per_worker"].get("CPU", 1))) + 1,
+                 include_dashboard=False, runtime_env=env)
+    try:
+        yield
+    finally:
+        ray.shutdown()  # stop the cluster this session started (its agents would outlive the flow)
+
+
 def run_training(config: dict, scaling: dict, ray_address: str | None, storage: str) -> dict:
     """Start (or attach to) Ray and run the TorchTrainer; returns the final metrics (those of the
     last checkpoint). Checkpoints live in `storage`/<run name> (shared or cloud storage on a
     cluster); Ray Train keeps the last two and resumes from the latest when the same run starts again."""
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        # RAY_TRAIN_ENABLE_PRINT_PATCH=0: Ray Train V2 otherwise sends each print both to the
-        # worker's stdout and to its logger, and the driver shows every progress line twice
-        env = {"env_vars": {**{k: v for k, v in os.environ.items() if k.startswith("OPENWIT_")}, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
-               "worker_process_setup_hook": "training.train_loop.quiet_ray_logs"}
-        if ray_address:
-            ray.init(address=ray_address, runtime_env=env)
-        else:
-            # "local": always a new single-node Ray, never a stale cluster that a crashed run left
-            # registered in /tmp/ray/ray_current_cluster
-            ray.init(address="local", num_cpus=max(2, int(scaling["workers"] * scaling["resources_per_worker"].get("CPU", 1))) + 1,
-                     include_dashboard=False, runtime_env=env)
-    trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=config,
-        torch_config=TorchConfig(backend="nccl" if scaling["use_gpu"] else "gloo"),
-        scaling_config=ScalingConfig(num_workers=scaling["workers"], use_gpu=scaling["use_gpu"],
-                                     resources_per_worker=scaling["resources_per_worker"],
-                                     placement_strategy=scaling.get("placement_strategy", "PACK")),
-        run_config=RunConfig(name=config["run_name"], storage_path=storage,
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=scaling["max_failures"])),
-    )
-    try:
+    with ray_session(scaling, ray_address):
+        trainer = TorchTrainer(
+            train_loop_per_worker, train_loop_config=config,
+            torch_config=TorchConfig(backend="nccl" if scaling["use_gpu"] else "gloo"),
+            scaling_config=ScalingConfig(num_workers=scaling["workers"], use_gpu=scaling["use_gpu"],
+                                         resources_per_worker=scaling["resources_per_worker"],
+                                         placement_strategy=scaling.get("placement_strategy", "PACK")),
+            run_config=RunConfig(name=config["run_name"], storage_path=storage,
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 failure_config=FailureConfig(max_failures=scaling["max_failures"])),
+        )
         result = trainer.fit()
-    finally:
-        if started_here:
-            ray.shutdown()  # stop the local cluster this call started (its agents would outlive the flow)
     return dict(result.metrics or {})
 
 

@@ -29,31 +29,6 @@ def test_openwit_build_tiny_prints_stage_lines_and_no_tracebacks(tmp_path):
     assert m["totals"]["rows"] > 300
 
 
-def test_openwit_build_in_chinese_writes_zh_shards_and_a_data_card_per_language(tmp_path):
-    """`openwit build data_specs/sample-tiny-zh.yaml`: the zh path end to end (segmented zh wiki,
-    zh pageviews, Chinese pages of the crawl) into shards, manifest and data card."""
-    import re
-
-    import pyarrow.parquet as pq
-
-    env = dict(os.environ, OPENWIT_STATE=str(tmp_path / "state"), OPENWIT_WORLD_PORT=str(free_port()))
-    env.pop("PREFECT_API_URL", None)
-    p = subprocess.run([str(Path(sys.executable).parent / "openwit"), "build", "data_specs/sample-tiny-zh.yaml", "--out", str(tmp_path / "b")],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    out = p.stdout + p.stderr
-    assert p.returncode == 0 and "Traceback" not in out, out[-3000:]
-    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert m["totals"]["rows"] > 300 and m["spec"]["language"] == "zh"
-    texts = [t for s in m["shards"] for t in pq.read_table(tmp_path / "b" / s["path"], columns=["caption"])["caption"].to_pylist()]
-    assert all(re.search(r"[\u4e00-\u9fff]", t) for t in texts)  # every caption Chinese (Simplified or Traditional)
-    q = pq.read_table(tmp_path / "b/vocabulary/queries.parquet").to_pylist()
-    assert {r["language"] for r in q} == {"zh"} and {"圆形", "红色", "三角形"} <= {r["query"] for r in q}
-    card = (tmp_path / "b" / "datacard.md").read_text()
-    row = next(line for line in card.splitlines() if line.startswith("| zh |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert int(cells[3].replace(",", "")) > 300 and cells[6] == "60"  # candidates in zh; t
-
-
 def _cli(args, tmp_path, **env_extra):
     env = dict(os.environ, OPENWIT_STATE=str(tmp_path / "state"), **env_extra)
     env.pop("PREFECT_API_URL", None)

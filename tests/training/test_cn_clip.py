@@ -34,7 +34,7 @@ def test_rn50_count_equals_cn_clips_own_model():
 
     configs = Path(clip.__path__[0]) / "model_configs"
     info = {**json.loads((configs / "RN50.json").read_text()), **json.loads((configs / "RBT3-chinese.json").read_text())}
-    info["vision_layers"] = eval(info["vision_layers"])  # noqa: S307 - cn_clip's own config format ("[3,4,6,3]")
+    info["vision_layers"] = json.loads(info["vision_layers"])  # cn_clip's config holds it as a string: "[3,4,6,3]"
     with torch.device("meta"):
         theirs = CnCLIP(**info)
     assert count_params(theirs) == PUBLISHED["CN-CLIP-RN50"]
