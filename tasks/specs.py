@@ -380,11 +380,12 @@ class SuiteSpec(Strict):
     source: SuiteSource
     # None: folder names / the source's own; ImageNet: OpenAI's curated names (as open_clip and
     # clip_benchmark use), or `wordnet` for each synset's first lemma
-    classnames: list[str] | Literal["wordnet"] | None = None
+    # `cn_clip_imagenet`: Chinese-CLIP's Chinese ImageNet class names (from the installed cn_clip)
+    classnames: list[str] | Literal["wordnet", "cn_clip_imagenet"] | None = None
     # or a JSON file of them: a list in class order, or {class folder: name} (the sample world's
     # Chinese country names); `world:` paths use the source's world
     classnames_file: str | None = None
-    templates: list[str] | Literal["openai_imagenet", "cifar", "simple"] = "simple"
+    templates: list[str] | Literal["openai_imagenet", "cifar", "simple", "cn_clip_imagenet"] = "simple"
     tasks: list[Literal["zeroshot", "retrieval", "linear_probe"]] = ["zeroshot"]
     # linear_probe: the split the probe is trained on (clip_benchmark's protocol). Without one the
     # probe is fitted on a seeded half of `source` and tested on the other half, logged as

@@ -18,6 +18,10 @@ def resolve_suite(path_or_spec) -> dict:
         groups = {"path": s.class_groups}
         _resolve_source(groups, s.source)
         d["class_groups"] = groups["path"]
+    if "cn_clip_imagenet" in (s.classnames, s.templates):
+        names, templates = cn_clip_imagenet()
+        d["classnames"] = names if s.classnames == "cn_clip_imagenet" else d["classnames"]
+        d["templates"] = templates if s.templates == "cn_clip_imagenet" else d["templates"]
     if s.classnames_file:
         names = {"path": s.classnames_file}
         _resolve_source(names, s.source)
@@ -46,3 +50,18 @@ def _resolve_source(src: dict, spec) -> None:
 
 def resolve_suites(paths: list) -> list[dict]:
     return [resolve_suite(p) for p in paths]
+
+
+def cn_clip_imagenet() -> tuple[list[str], list[str]]:
+    """Chinese-CLIP's zero-shot ImageNet class names (1,000, in Chinese) and templates, from the
+    installed cn_clip package's `eval/imagenet_zeroshot_templates.py` (a data file: read, not
+    imported as a package). Its templates are lambdas; they become `{}` format strings."""
+    import importlib.util
+    import runpy
+
+    spec = importlib.util.find_spec("cn_clip")
+    f = Path(next(iter(spec.submodule_search_locations))) / "eval" / "imagenet_zeroshot_templates.py" if spec else None
+    if f is None or not f.exists():
+        raise SpecError("classnames/templates `cn_clip_imagenet` come with the cn_clip package: pip install --no-deps cn_clip==1.6.0")
+    data = runpy.run_path(str(f))
+    return list(data["imagenet_classnames"]), [t("{}") for t in data["openai_imagenet_template"]]

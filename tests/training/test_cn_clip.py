@@ -140,3 +140,11 @@ def test_a_text_tower_starts_from_a_hugging_face_bert_folder(tmp_path):
     save_file(small, str(tmp_path / "rbt" / "model.safetensors"))
     with pytest.raises(ValueError, match="no weights for"):
         load_hf_bert(CLIP(cfg), tmp_path / "rbt")
+
+
+def test_imagenet_in_chinese_uses_chinese_clips_names_and_templates():
+    from tasks.suites import resolve_suite
+
+    d = resolve_suite("data_specs/eval/imagenet-val-zh.yaml")
+    assert len(d["classnames"]) == 1000 and d["classnames"][:3] == ["丁鲷", "金鱼", "大白鲨"]
+    assert len(d["templates"]) == 80 and d["templates"][0] == "{}的照片。" and all("{}" in t for t in d["templates"])
