@@ -325,7 +325,11 @@ def balance(run: StageRun) -> Stats:
     spec = run.ctx.spec.balancing
     files = match_files(run.input("match"))
     counts_path = run.input("match") / "entry_counts.parquet"
-    counts = pq.read_table(counts_path, columns=["language", "count"])
+    counts = pq.read_table(counts_path)
+    if "language" not in counts.column_names:  # a match stage written before languages were recorded: one language
+        import pyarrow as pa
+
+        counts = counts.append_column("language", pa.array([run.ctx.spec.vocabulary.language] * counts.num_rows, pa.string()))
     t_by_language = language_thresholds(counts, spec)
     if len(t_by_language) > 1:
         run.log("balance: t per language " + ", ".join(f"{k} {v:,}" for k, v in t_by_language.items()))
