@@ -67,13 +67,20 @@ def p_to_t(counts: np.ndarray, p: float) -> int:
     return int(c[int(np.abs(portion - p).argmin())])
 
 
+def entry_languages(counts: pa.Table) -> list[str]:
+    """Each entry's language: entry_counts' `language` column; a table without one (written by an
+    older match stage) is one language, counted as "en"."""
+    return counts["language"].to_pylist() if "language" in counts.column_names else ["en"] * counts.num_rows
+
+
 def language_thresholds(counts: pa.Table, spec) -> dict[str, int]:
     """t for every language of entry_counts (`language`, `count`), by the spec (BalancingSpec):
     English (or the first language when there is none) keeps max_pairs_per_query; the others get a
     fixed `t_by_language` or follow `language_t`."""
-    langs = list(dict.fromkeys(counts["language"].to_pylist()))
+    languages = entry_languages(counts)
+    langs = list(dict.fromkeys(languages))
     c = counts["count"].to_numpy()
-    lang_col = np.array(counts["language"].to_pylist(), dtype=object)
+    lang_col = np.array(languages, dtype=object)
     ref = "en" if "en" in langs else langs[0] if langs else "en"
     t = spec.max_pairs_per_query
     p_ref = t_to_p(c[lang_col == ref], t)
@@ -119,7 +126,7 @@ def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t:
     """Balance every matched shard into out_dir/NNNNN.parquet; return sizes and expectations.
     `t`: one threshold, or one per language (entry_counts' `language` column)."""
     counts = pq.read_table(counts_path)
-    languages = counts["language"].to_pylist() if "language" in counts.column_names else ["en"] * counts.num_rows
+    languages = entry_languages(counts)
     p_entry = keep_probabilities(counts["count"].to_numpy(), entry_thresholds(languages, t))
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = kept = 0

@@ -325,12 +325,7 @@ def balance(run: StageRun) -> Stats:
     spec = run.ctx.spec.balancing
     files = match_files(run.input("match"))
     counts_path = run.input("match") / "entry_counts.parquet"
-    counts = pq.read_table(counts_path)
-    if "language" not in counts.column_names:  # a match stage written before languages were recorded: one language
-        import pyarrow as pa
-
-        counts = counts.append_column("language", pa.array([run.ctx.spec.vocabulary.language] * counts.num_rows, pa.string()))
-    t_by_language = language_thresholds(counts, spec)
+    t_by_language = language_thresholds(pq.read_table(counts_path), spec)
     if len(t_by_language) > 1:
         run.log("balance: t per language " + ", ".join(f"{k} {v:,}" for k, v in t_by_language.items()))
     b = balance_shards(files, counts_path, run.dir, t_by_language, spec.seed)
@@ -342,7 +337,13 @@ def balance(run: StageRun) -> Stats:
 
 
 def download(run: StageRun) -> Stats:
-    from tasks.download.driver import export_webdataset, prepare_input, run_img2dataset, select_rows, write_training_shards
+    from tasks.download.driver import (
+        export_webdataset,
+        prepare_input,
+        run_img2dataset,
+        select_rows,
+        write_training_shards,
+    )
     from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, worker_env
 
     ctx, spec = run.ctx, run.ctx.spec.download

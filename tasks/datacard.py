@@ -52,14 +52,14 @@ def balance_report(counts_path: Path, balance_dir: Path, t: int | dict[str, int]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tasks.balancing import entry_thresholds, t_to_p
+    from tasks.balancing import entry_languages, entry_thresholds, t_to_p
 
     before_t = pq.read_table(counts_path)
     after_t = pq.read_table(balance_dir / "entry_counts_after.parquet")
     before = before_t["count"].to_numpy()
     after = after_t["count_after"].to_numpy()
     queries = before_t["query"].to_pylist()
-    languages = before_t["language"].to_pylist() if "language" in before_t.column_names else ["en"] * len(queries)
+    languages = entry_languages(before_t)
     t_by_lang = {lang: t for lang in dict.fromkeys(languages)} if isinstance(t, int) else dict(t)
     t_entry = entry_thresholds(languages, t_by_lang)
     lang_arr = np.array(languages, dtype=object)

@@ -39,16 +39,12 @@ def build_automaton(queries: list[str], entry_ids: list[int] | None = None, lang
     return auto
 
 
-def automaton_from_vocabulary(queries_path: Path, language: str = "en") -> ahocorasick.Automaton:
-    t = pq.read_table(queries_path, columns=["entry_id", "query"])
-    return build_automaton(t["query"].to_pylist(), t["entry_id"].to_pylist(), language)
-
-
 def automata_from_vocabulary(queries_path: Path) -> dict[str, ahocorasick.Automaton]:
     """One automaton per language of queries.parquet (its `language` column), entry ids global."""
-    t = pq.read_table(queries_path, columns=["entry_id", "query", "language"])
+    t = pq.read_table(queries_path)
+    langs = t["language"].to_pylist() if "language" in t.column_names else ["en"] * t.num_rows  # an older vocabulary: English
     by_lang: dict[str, tuple[list[str], list[int]]] = {}
-    for e, q, lang in zip(t["entry_id"].to_pylist(), t["query"].to_pylist(), t["language"].to_pylist()):
+    for e, q, lang in zip(t["entry_id"].to_pylist(), t["query"].to_pylist(), langs):
         qs, ids = by_lang.setdefault(lang, ([], []))
         qs.append(q)
         ids.append(e)

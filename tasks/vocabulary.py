@@ -250,7 +250,7 @@ def merge_languages(out_dir: Path, languages: list[str]) -> dict:
     stats = {**sums, "by_source": by_source, "by_language": {lang: {k: st[k] for k in ("entries", "by_source", "total_tokens", "titles_kept")}
                                                             for lang, st in per_lang.items()},
              "parts": {f"{lang}/{name}": part for lang, st in per_lang.items() for name, part in st["parts"].items()},
-             "pageviews": {f"{lang}": st["pageviews"] for lang, st in per_lang.items()},
+             "pageviews": {lang: st["pageviews"] for lang, st in per_lang.items()},
              "top_unigrams": {lang: st["top_unigrams"] for lang, st in per_lang.items()},
              "top_bigrams": {lang: st["top_bigrams"] for lang, st in per_lang.items()}}
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True, ensure_ascii=False))

@@ -49,3 +49,23 @@ class TinyWorld(tuple):
         t = super().__new__(cls, items)
         t.server = server
         return t
+
+
+def build_on_tiny_world(tiny_world, spec_file: str, out: Path) -> Path:
+    """build-wit in-process with a repository spec of the tiny world (`data_specs/sample-tiny*.yaml`),
+    on the session's tiny world served on its port."""
+    import yaml
+
+    from flows.build_wit import build_wit
+    from tasks.world import generate
+
+    world, port, _ = tiny_world
+    spec = yaml.safe_load((REPO / spec_file).read_text())
+    spec["world"]["port"] = port
+    orig = generate.world_dir
+    generate.world_dir = lambda s, root=None: world  # the fixture's world, served on its port
+    try:
+        build_wit(spec=spec, out=str(out))
+    finally:
+        generate.world_dir = orig
+    return out

@@ -18,8 +18,14 @@ import torch
 from PIL import Image
 
 from training.data import center_resize, to_tensor
-from training.zero_shot import (TEMPLATE_SETS, class_embeddings, image_features, linear_probe,
-                                retrieval_metrics, zero_shot_classify)
+from training.zero_shot import (
+    TEMPLATE_SETS,
+    class_embeddings,
+    image_features,
+    linear_probe,
+    retrieval_metrics,
+    zero_shot_classify,
+)
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 

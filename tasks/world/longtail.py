@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from tasks.world.render import encode
-from tasks.world.wiki import ArticleWriter
+from tasks.world.wiki import TopicArticleWriter
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (205, 30, 40),
@@ -262,31 +262,14 @@ def write_suites(out: Path, rng: random.Random, world: list[Concept], freq: dict
     pq.write_table(pa.table(rows), out / "eval" / "retrieval.parquet")
 
 
-class FlagArticleWriter(ArticleWriter):
+class FlagArticleWriter(TopicArticleWriter):
     """Wiki articles about the world's countries: one per country (its flag described in the
     lead), sentences that mention countries as often as the web does (Zipf), links between them."""
 
     def __init__(self, rng: random.Random, world: list[Concept]):
-        super().__init__(rng)
+        super().__init__(rng, [c.name for c in world], zipf_weights(len(world)), [COLOUR_WORDS.get(c, c) for c in PALETTE],
+                         PHRASES, "the flag of {}")
         self.by_name = {c.name: c for c in world}
-        self.names = [c.name for c in world]
-        self.weights = zipf_weights(len(world))
-        self.colour_words = [COLOUR_WORDS.get(c, c) for c in PALETTE]
-
-    decorated = False
-
-    def insertion(self) -> str:
-        """A country (as often as the web names it), a colour, a phrase or a link to a country."""
-        rng = self.rng
-        r = rng.random()
-        if r < 0.45:
-            return rng.choices(self.names, self.weights)[0]
-        if r < 0.6:
-            return rng.choice(self.colour_words)
-        if r < 0.8:
-            return rng.choice(PHRASES)
-        target = rng.choices(self.names, self.weights)[0]
-        return f"[[{target}|the flag of {target}]]" if rng.random() < 0.5 else f"[[{target}]]"
 
     def intro(self, title: str) -> str:
         c = self.by_name.get(title)

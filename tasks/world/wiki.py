@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from tasks.world.concepts import COLOURS, FILLER, PHRASES, POISON, SHAPES, SIZES, BACKGROUNDS, TOPIC_TITLES
+from tasks.world.concepts import BACKGROUNDS, COLOURS, FILLER, PHRASES, POISON, SHAPES, SIZES, TOPIC_TITLES
 
 HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">
   <siteinfo>
@@ -103,6 +103,30 @@ class ArticleWriter:
         return "\n\n".join(x if isinstance(x, str) else "".join(x) for x in parts)
 
 
+class TopicArticleWriter(ArticleWriter):
+    """Articles about named topics (the flag worlds' countries): a sentence mentions a topic as
+    often as `weights` say, one of `words`, one of `phrases`, or links to a topic."""
+
+    decorated = False
+
+    def __init__(self, rng: random.Random, names: list[str], weights: list[float], words: list[str], phrases: list[str],
+                 link_label: str):
+        super().__init__(rng)
+        self.names, self.weights, self.words, self.phrases, self.link_label = names, weights, words, phrases, link_label
+
+    def insertion(self) -> str:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.45:
+            return rng.choices(self.names, self.weights)[0]
+        if r < 0.6:
+            return rng.choice(self.words)
+        if r < 0.8:
+            return rng.choice(self.phrases)
+        target = rng.choices(self.names, self.weights)[0]
+        return f"[[{target}|{self.link_label.format(target)}]]" if rng.random() < 0.5 else f"[[{target}]]"
+
+
 def _page(title: str, ns: int, pid: int, text: str, redirect: str | None = None) -> str:
     red = f'    <redirect title="{escape(redirect)}" />\n' if redirect else ""
     return (
@@ -155,16 +179,14 @@ def write_pageviews(folder: Path, rng: random.Random, hours: int = 6, titles: li
     `titles` in popularity order (Zipf views); `floor`: the fewest views a title gets in an hour;
     `more_lines`: other projects' lines for each hour (the Chinese world's `zh` lines)."""
     titles = titles or article_titles()
-    weights = _zipf_weights(len(titles), 1.2)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for h in range(hours):
+    for h, views in enumerate(hourly_views(titles, rng, hours, floor)):
         lines = []
-        for t, w in zip(titles, weights):
-            views = max(floor, int(w * 60 * rng.uniform(0.5, 1.5)))
-            lines.append(f"en {t.replace(' ', '_')} {views} 0")
-            lines.append(f"en.m {t.replace(' ', '_')} {views * 2} 0")  # mobile: not the `en` project
-            lines.append(f"de {t.replace(' ', '_')} {views} 0")
+        for t, v in views:
+            lines.append(f"en {t.replace(' ', '_')} {v} 0")
+            lines.append(f"en.m {t.replace(' ', '_')} {v * 2} 0")  # mobile: not the `en` project
+            lines.append(f"de {t.replace(' ', '_')} {v} 0")
         lines += ["en Talk:Circle 500 0", "en Special:Search 900 0", "en Main_Page 5000 0", "en - 10 0", "broken line"]
         lines += more_lines[h] if more_lines else []
         path = folder / f"pageviews-20240101-{h:02d}0000.gz"
@@ -172,3 +194,9 @@ def write_pageviews(folder: Path, rng: random.Random, hours: int = 6, titles: li
             gz.write(("\n".join(sorted(lines)) + "\n").encode())
         out.append(path)
     return out
+
+
+def hourly_views(titles: list[str], rng: random.Random, hours: int, floor: int = 0) -> list[list[tuple[str, int]]]:
+    """Views of each title in each hour: Zipf over `titles` (in popularity order), at least `floor`."""
+    weights = _zipf_weights(len(titles), 1.2)
+    return [[(t, max(floor, int(w * 60 * rng.uniform(0.5, 1.5)))) for t, w in zip(titles, weights)] for _h in range(hours)]

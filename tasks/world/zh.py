@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from tasks.world.longtail import Concept, WebImage, render, zipf_weights
 from tasks.world.render import encode
-from tasks.world.wiki import ArticleWriter
+from tasks.world.wiki import TopicArticleWriter, hourly_views
 
 COLOUR_ZH = {"red": "红色", "white": "白色", "blue": "蓝色", "green": "绿色", "yellow": "黄色", "black": "黑色",
              "orange": "橙色", "purple": "紫色", "sky": "天蓝色"}
@@ -93,7 +93,7 @@ def describe(c: Concept) -> str:
     return text
 
 
-class ZhArticleWriter(ArticleWriter):
+class ZhArticleWriter(TopicArticleWriter):
     """zhwiki-style articles: sentences of words without spaces, topic names mentioned as often as
     the web names them (`weights`), links between them, markup the cleaner must drop."""
 
@@ -101,28 +101,14 @@ class ZhArticleWriter(ArticleWriter):
 
     def __init__(self, rng: random.Random, names: list[str], weights: list[float], leads: dict[str, str],
                  words: list[str], phrases: list[str], link_label: str = "{}的国旗"):
-        super().__init__(rng)
-        self.link_label = link_label
-        self.names, self.weights, self.leads = names, weights, leads  # leads: Simplified title -> its first sentence
-        self.words, self.phrases = words, phrases
+        super().__init__(rng, names, weights, words, phrases, link_label)
+        self.leads = leads  # Simplified title -> its first sentence
         self.filler_w = [1.0 / (k + 1) ** 1.05 for k in range(len(FILLER))]
 
     @classmethod
     def flags(cls, rng: random.Random, world: list[Concept], zh: dict[str, str]) -> ZhArticleWriter:
         leads = {zh[c.name]: f"是样本世界中的一个国家。{{title}}的国旗是{describe(c)}。" for c in world}
         return cls(rng, [zh[c.name] for c in world], zipf_weights(len(world)), leads, list(COLOUR_ZH.values()), PHRASES)
-
-    def insertion(self) -> str:
-        rng = self.rng
-        r = rng.random()
-        if r < 0.45:
-            return rng.choices(self.names, self.weights)[0]
-        if r < 0.6:
-            return rng.choice(self.words)
-        if r < 0.8:
-            return rng.choice(self.phrases)
-        target = rng.choices(self.names, self.weights)[0]
-        return f"[[{target}|{self.link_label.format(target)}]]" if rng.random() < 0.5 else f"[[{target}]]"
 
     def sentence(self) -> str:
         rng = self.rng
@@ -149,16 +135,8 @@ def wiki_titles(world: list[Concept], zh: dict[str, str], paragraphs: int, rng: 
 
 def pageview_lines(titles: list[str], rng: random.Random, hours: int = 6, floor: int = 20) -> list[list[str]]:
     """`zh` project lines for each hourly file (Zipf views, at least `floor`), plus zh.m lines."""
-    weights = [1.0 / (k + 1) ** 1.2 for k in range(len(titles))]
-    out = []
-    for _h in range(hours):
-        lines = []
-        for t, w in zip(titles, weights):
-            views = max(floor, int(w * 60 * rng.uniform(0.5, 1.5)))
-            lines.append(f"zh {t.replace(' ', '_')} {views} 0")
-            lines.append(f"zh.m {t.replace(' ', '_')} {views * 2} 0")
-        out.append(lines)
-    return out
+    return [[line for t, v in views for line in (f"zh {t.replace(' ', '_')} {v} 0", f"zh.m {t.replace(' ', '_')} {v * 2} 0")]
+            for views in hourly_views(titles, rng, hours, floor)]
 
 
 def captions(imgs: list[WebImage], zh: dict[str, str], rng: random.Random) -> list[WebImage]:

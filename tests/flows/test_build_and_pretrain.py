@@ -8,29 +8,14 @@ import pytest
 import yaml
 
 from tasks.datacard import sha256_file
-
-from tests.conftest import REPO
+from tests.conftest import REPO, build_on_tiny_world
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_build(tiny_world, tmp_path_factory):
-    from flows.build_wit import build_wit
-
-    world, port, wspec = tiny_world
-    spec = yaml.safe_load((REPO / "data_specs/sample-tiny.yaml").read_text())
-    spec["world"]["port"] = port
-    out = tmp_path_factory.mktemp("build")
-    from tasks.world import generate
-
-    orig = generate.world_dir
-    generate.world_dir = lambda s, root=None: world  # the fixture's world, served on its port
-    try:
-        build_wit(spec=spec, out=str(out))
-    finally:
-        generate.world_dir = orig
-    return out
+    return build_on_tiny_world(tiny_world, "data_specs/sample-tiny.yaml", tmp_path_factory.mktemp("build"))
 
 
 def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):

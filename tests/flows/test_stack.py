@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from tasks.datacard import sha256_file
-
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow

@@ -9,30 +9,16 @@ import os
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import REPO
+from tests.conftest import build_on_tiny_world
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_zh_build(tiny_world, tmp_path_factory):
-    from flows.build_wit import build_wit
-    from tasks.world import generate
-
-    world, port, _ = tiny_world
-    spec = yaml.safe_load((REPO / "data_specs/sample-tiny-zh.yaml").read_text())
-    spec["world"]["port"] = port
-    out = tmp_path_factory.mktemp("build-zh")
-    orig = generate.world_dir
-    generate.world_dir = lambda s, root=None: world  # the fixture's world, served on its port
-    try:
-        build_wit(spec=spec, out=str(out))
-    finally:
-        generate.world_dir = orig
-    return out
+    return build_on_tiny_world(tiny_world, "data_specs/sample-tiny-zh.yaml", tmp_path_factory.mktemp("build-zh"))
 
 
 def test_the_chinese_build_has_chinese_captions_and_a_language_row(tiny_zh_build):

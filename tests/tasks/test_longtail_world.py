@@ -104,10 +104,10 @@ def test_zipf_weights_are_a_distribution():
 
 # ----------------------------------------------------------------------------- the Chinese part
 def test_chinese_names_are_unique_and_never_inside_one_another():
+    import opencc
+
     from tasks.text_rules import to_simplified
     from tasks.world import zh
-
-    import opencc
 
     names = list(zh.names(longtail.concepts(0), 0).values())
     assert len(set(names)) == longtail.N_CONCEPTS

@@ -9,9 +9,16 @@ import pytest
 
 from tasks.counting import zh_tokens
 from tasks.matching import build_automaton, match_text
-from tasks.specs import BuildSpec, PageviewsSpec, SpecError, VocabularySpec, WikipediaSpec, WordNetSpec, load_spec
+from tasks.specs import (
+    BuildSpec,
+    PageviewsSpec,
+    SpecError,
+    VocabularySpec,
+    WikipediaSpec,
+    WordNetSpec,
+    load_spec,
+)
 from tasks.vocabulary import build_vocabulary
-
 from tests.conftest import shared
 
 # written for this project; the second article is in Traditional script

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import shared
 from training.eval_data import load_imagefolder
 from training.zero_shot import class_embeddings, classification_metrics, retrieval_metrics, zero_shot_classify
-
-from tests.conftest import shared
 
 
 def test_exact_metrics_on_hand_built_logits():
