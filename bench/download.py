@@ -56,7 +56,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.download.driver import EXTRA_COLUMNS, prepare_input, run_img2dataset, write_training_shards
+    from tasks.download.driver import EXTRA_COLUMNS, prepare_input, run_img2dataset, selection_table, write_training_shards
     from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, worker_env
     from tasks.specs import DownloadSpec, WorldSpec
     from tasks.world.generate import ensure_world
@@ -100,8 +100,11 @@ def main() -> None:
             ours = Path(d) / f"ours{r}"
             t0 = time.perf_counter()
             policy = AddressPolicy(spec.allow_networks)
-            prep = prepare_input({x["uid"]: dict(x) for x in rows}, ours, policy, Resolver(spec.dns_timeout, spec.dns_concurrency),
-                                 log=lambda *_: None)
+            sel = ours / "select" / "00000.parquet"
+            sel.parent.mkdir(parents=True)
+            pairs = pa.Table.from_pylist([{k: x[k] for k in ("uid", "url", "text", "page_url", "lang")} for x in rows])
+            pq.write_table(selection_table(pairs, [True] * len(rows), [False] * len(rows), spec.allow_networks), sel)
+            prep = prepare_input([sel], ours, policy, Resolver(spec.dns_timeout, spec.dns_concurrency), log=lambda *_: None)
             run_img2dataset(ours, spec, worker_env(spec.allow_networks, ours / "pinned_hosts.json"))
             stats = write_training_shards(ours, ours / "shards", ConnectionGuard(policy))
             ours_rates.append(len(urls) / (time.perf_counter() - t0))

@@ -34,12 +34,15 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+def uid_u64(uids) -> np.ndarray:
+    """A 64-bit hash of each uid string (blake2b)."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uids),
+                       dtype=np.uint64, count=len(uids))
+
+
 def uniform_draws(seed: int, uids: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
     """u in [0, 1) for each (uid, entry); any uid string works (it is hashed whole)."""
-    if uids.dtype.kind in "OU":
-        u64 = np.array([int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in uids], dtype=np.uint64)
-    else:
-        u64 = uids
+    u64 = uid_u64(uids) if uids.dtype.kind in "OU" else uids
     with np.errstate(over="ignore"):
         x = _splitmix(u64 ^ _splitmix(np.uint64(seed) + entry_ids.astype(np.uint64)))
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
@@ -122,35 +125,54 @@ def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa
     return out, p_keep
 
 
-def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int | dict[str, int], seed: int) -> dict:
-    """Balance every matched shard into out_dir/NNNNN.parquet; return sizes and expectations.
-    `t`: one threshold, or one per language (entry_counts' `language` column)."""
+def _balance_job(match_file: str, p_entry_path: str, out_path: str, seed: int) -> dict:
+    """Balance one matched shard into `out_path` (a unit of parallel work); its counts."""
+    p_entry = np.load(p_entry_path)
+    matched = pq.read_table(match_file)
+    out, p_keep = balance_table(matched, p_entry, seed)
+    by_lang: dict[str, dict[str, int]] = {}
+    if "lang" in matched.column_names:
+        for col, table in (("pool", matched), ("kept", out)):
+            for lang, n in zip(*np.unique(np.array(table["lang"].to_pylist(), dtype=str), return_counts=True)):
+                by_lang.setdefault(str(lang), {"pool": 0, "kept": 0})[col] += int(n)
+    ids, n = np.unique(pc.list_flatten(out["entry_ids"]).to_numpy(), return_counts=True) if out.num_rows else ([], [])
+    tmp = Path(out_path).with_suffix(".parquet.tmp")
+    pq.write_table(out, tmp)
+    tmp.rename(out_path)
+    return {"pool": matched.num_rows, "kept": out.num_rows, "expected": float(p_keep.sum()), "by_lang": by_lang,
+            "kept_entries": (np.asarray(ids, np.int64), np.asarray(n, np.int64))}
+
+
+def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int | dict[str, int], seed: int,
+                   workers: int = 1, ray_address: str | None = None, log=None) -> dict:
+    """Balance every matched shard into out_dir/NNNNN.parquet (shards in parallel); return sizes
+    and expectations. `t`: one threshold, or one per language (entry_counts' `language` column).
+    Memory per worker is one shard and the per-entry probabilities; the driver holds per-entry
+    counts only."""
+    from tasks.parallel import run_parallel
+
     counts = pq.read_table(counts_path)
     languages = entry_languages(counts)
     p_entry = keep_probabilities(counts["count"].to_numpy(), entry_thresholds(languages, t))
     out_dir.mkdir(parents=True, exist_ok=True)
-    pool = kept = 0
-    expected = 0.0
+    p_path = out_dir / "p_entry.npy"
+    np.save(p_path, p_entry)
+    jobs = [(str(f), str(p_path), str(out_dir / f"{i:05d}.parquet"), seed) for i, f in enumerate(match_files)]
+    results = run_parallel(_balance_job, jobs, workers, ray_address, "balance: shards", log)
+    p_path.unlink()
+    pool = sum(r["pool"] for r in results)
+    kept = sum(r["kept"] for r in results)
     by_lang: dict[str, dict[str, int]] = {}
     kept_counts = np.zeros(len(p_entry), dtype=np.int64)
-    for i, f in enumerate(match_files):
-        matched = pq.read_table(f)
-        out, p_keep = balance_table(matched, p_entry, seed)
-        pool += matched.num_rows
-        kept += out.num_rows
-        if "lang" in matched.column_names:
-            for col, table in (("pool", matched), ("kept", out)):
-                for lang, n in zip(*np.unique(np.array(table["lang"].to_pylist(), dtype=str), return_counts=True)):
-                    by_lang.setdefault(str(lang), {"pool": 0, "kept": 0})[col] += int(n)
-        expected += float(p_keep.sum())
-        if out.num_rows:
-            np.add.at(kept_counts, pc.list_flatten(out["entry_ids"]).to_numpy(), 1)
-        tmp = out_dir / f"{i:05d}.parquet.tmp"
-        pq.write_table(out, tmp)
-        tmp.rename(out_dir / f"{i:05d}.parquet")
+    for r in results:
+        for lang, d in r["by_lang"].items():
+            for col, n in d.items():
+                by_lang.setdefault(lang, {"pool": 0, "kept": 0})[col] += n
+        ids, n = r["kept_entries"]
+        kept_counts[ids] += n
     pq.write_table(pa.table({"entry_id": counts["entry_id"], "count_after": kept_counts}), out_dir / "entry_counts_after.parquet")
     t_ref = t if isinstance(t, int) else t.get("en", next(iter(t.values()), 0))
-    stats = {"pool": pool, "kept": kept, "expected_kept": round(expected, 1), "t": t_ref, "seed": seed,
+    stats = {"pool": pool, "kept": kept, "expected_kept": round(sum(r["expected"] for r in results), 1), "t": t_ref, "seed": seed,
              "pairs_by_language": dict(sorted(by_lang.items()))}
     if not isinstance(t, int):
         stats["t_by_language"] = t
@@ -158,10 +180,55 @@ def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t:
     return stats
 
 
-def unbalanced_sample(match_files: list[Path], n: int, seed: int, out_path: Path) -> int:
-    """A uniform sample of n matched pairs: the "no balancing" baseline of the same size."""
-    uids = pa.concat_arrays([pq.read_table(f, columns=["uid"])["uid"].combine_chunks() for f in match_files]) if match_files else pa.array([], pa.string())
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(uids), size=min(n, len(uids)), replace=False) if len(uids) else np.array([], dtype=np.int64)
-    pq.write_table(pa.table({"uid": uids.take(pa.array(np.sort(pick)))}), out_path)
-    return len(pick)
+# ----------------------------------------------------------------------------- the unbalanced baseline
+# A uniform sample of n matched pairs, drawn without holding the pool: every pair gets a 64-bit
+# rank hash of (seed, uid), and the sample is the n pairs with the smallest ranks. Pass 1 counts
+# ranks in 4,096 bins per shard; the bin where the cumulative count reaches n is the only one
+# whose ranks are collected (pass 2); the n-th smallest rank is `h_max`, and a pair belongs to
+# the baseline when its rank is <= h_max. The download stage applies that rule shard by shard.
+# Exact size, the same sample whatever the sharding, memory of one shard plus one bin.
+_BIN_BITS = 12
+
+
+def rank_hashes(seed: int, uids: list[str]) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return _splitmix(uid_u64(uids) ^ _splitmix(np.uint64(seed) ^ np.uint64(0x5EED_0F_BA5E_11E5)))
+
+
+def _rank_histogram_job(path: str, seed: int) -> np.ndarray:
+    h = rank_hashes(seed, pq.read_table(path, columns=["uid"])["uid"].to_pylist())
+    return np.bincount((h >> np.uint64(64 - _BIN_BITS)).astype(np.int64), minlength=1 << _BIN_BITS)
+
+
+def _rank_bin_job(path: str, seed: int, b: int) -> np.ndarray:
+    h = rank_hashes(seed, pq.read_table(path, columns=["uid"])["uid"].to_pylist())
+    return h[(h >> np.uint64(64 - _BIN_BITS)) == np.uint64(b)]
+
+
+def unbalanced_sample(match_files: list[Path], n: int, seed: int, out_path: Path, workers: int = 1,
+                      ray_address: str | None = None, log=None) -> int:
+    """Choose the "no balancing" baseline: a uniform sample of n matched pairs (the size of the
+    balanced set). Writes {"n", "seed", "h_max"} to `out_path`; `in_unbalanced` applies it."""
+    from tasks.parallel import run_parallel
+
+    files = [str(f) for f in match_files]
+    hist = np.sum(run_parallel(_rank_histogram_job, [(f, seed) for f in files], workers, ray_address,
+                               "balance: baseline ranks", log) or [np.zeros(1 << _BIN_BITS, np.int64)], axis=0)
+    n = int(min(n, hist.sum()))
+    h_max = None
+    if n:
+        cum = np.cumsum(hist)
+        b = int(np.searchsorted(cum, n))
+        below = int(cum[b - 1]) if b else 0
+        ranks = np.sort(np.concatenate(run_parallel(_rank_bin_job, [(f, seed, b) for f in files], workers, ray_address,
+                                                    "balance: baseline bin", log)))
+        h_max = int(ranks[n - below - 1])
+    out_path.write_text(json.dumps({"n": n, "seed": seed, "h_max": h_max}))
+    return n
+
+
+def in_unbalanced(uids: list[str], baseline: dict) -> np.ndarray:
+    """Which of `uids` belong to the unbalanced baseline chosen by `unbalanced_sample`."""
+    if not baseline.get("n") or baseline.get("h_max") is None:
+        return np.zeros(len(uids), dtype=bool)
+    return rank_hashes(baseline["seed"], uids) <= np.uint64(baseline["h_max"])

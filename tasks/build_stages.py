@@ -13,6 +13,7 @@ import contextlib
 import json
 import pickle
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,48 +266,44 @@ def candidates(run: StageRun) -> Stats:
     return total  # cross-file dedup happens in the match stage
 
 
-def _match_job(auto_bytes: bytes, in_path: str, out_path: str, case_sensitive: bool) -> Stats:
-    from tasks.matching import match_shard
+def _match_job(automata_path: str, in_path: str, out_path: str, case_sensitive: bool, losers_dir: str, index: int) -> Stats:
+    from tasks.dedup import losers_of
+    from tasks.matching import load_automata, match_shard
 
-    return match_shard(auto_bytes, Path(in_path), Path(out_path), case_sensitive)
+    return match_shard(load_automata(automata_path), Path(in_path), Path(out_path), case_sensitive,
+                       skip_rows=losers_of(Path(losers_dir), index))
 
 
 def match(run: StageRun) -> Stats:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    from tasks.dedup import bucket_keys, bucket_losers, n_buckets
     from tasks.matching import automata_from_vocabulary, entry_counts
 
     files = sorted(run.input("candidates").glob("*.parquet"))
     queries = run.input("vocabulary") / "queries.parquet"
-    # cross-file dedup: the first file holding a uid keeps it
-    dedup_dir = run.dir / "dedup"
-    dedup_dir.mkdir(exist_ok=True)
-    seen: set[str] = set()
-    dups = 0
-    by_lang: dict[str, int] = {}
-    for f in files:
-        t = pq.read_table(f)
-        for lang in t["lang"].to_pylist() if "lang" in t.column_names else []:
-            by_lang[lang] = by_lang.get(lang, 0) + 1
-        mask = []
-        for u in t["uid"].to_pylist():
-            mask.append(u not in seen)
-            seen.add(u)
-        dups += mask.count(False)
-        pq.write_table(t.filter(pa.array(mask)), dedup_dir / f.name)
-    automata = automata_from_vocabulary(queries)  # one per language
-    blob = pickle.dumps(automata)
+    workers, ray = run.ctx.spec.matching.workers, run.ctx.spec.ray.address
+    # cross-file dedup (the first file holding a uid keeps it), hash-partitioned: tasks/dedup.py
+    dedup = run.dir / "dedup"
+    buckets = n_buckets(files)
+    key_files = [str(dedup / "keys" / f.name) for f in files]
+    by_lang: Counter[str] = Counter()
+    for langs in run_parallel(bucket_keys, [(str(f), i, buckets, k) for i, (f, k) in enumerate(zip(files, key_files))],
+                              workers, ray, "match: dedup keys", run.log):
+        by_lang.update(langs)
+    (dedup / "losers").mkdir(parents=True, exist_ok=True)
+    run_parallel(bucket_losers, [(key_files, b, str(dedup / "losers" / f"{b:05d}.parquet")) for b in range(buckets)],
+                 workers, ray, "match: dedup buckets", run.log)
+    automata_path = run.dir / "automata.pkl"  # pickled once; each worker process loads it once
+    with open(automata_path, "wb") as fh:
+        pickle.dump(automata_from_vocabulary(queries), fh)  # one automaton per language
     case_sensitive = next(iter(run.ctx.spec.vocabulary_specs().values())).case_sensitive
-    jobs = [(blob, str(dedup_dir / f.name), str(run.dir / f.name), case_sensitive) for f in files]
-    results = run_parallel(_match_job, jobs, run.ctx.spec.matching.workers, run.ctx.spec.ray.address, "match: shards", run.log)
-    shutil.rmtree(dedup_dir)
+    jobs = [(str(automata_path), str(f), str(run.dir / f.name), case_sensitive, str(dedup / "losers"), i) for i, f in enumerate(files)]
+    results = run_parallel(_match_job, jobs, workers, ray, "match: shards", run.log)
+    shutil.rmtree(dedup)
+    automata_path.unlink()
     table = entry_counts(run.dir, queries, run.dir / "entry_counts.parquet")
     stats = Stats()
     for r in results:
         stats.add(r)
-    stats.rows_in += dups
-    stats.drop("duplicate_across_files", dups)
     stats.info["entries_matched"] = int(sum(1 for c in table["count"].to_pylist() if c))
     stats.info["candidates_by_language"] = dict(sorted(by_lang.items(), key=lambda kv: -kv[1]))
     return stats
@@ -328,12 +325,33 @@ def balance(run: StageRun) -> Stats:
     t_by_language = language_thresholds(pq.read_table(counts_path), spec)
     if len(t_by_language) > 1:
         run.log("balance: t per language " + ", ".join(f"{k} {v:,}" for k, v in t_by_language.items()))
-    b = balance_shards(files, counts_path, run.dir, t_by_language, spec.seed)
-    b["unbalanced_baseline"] = unbalanced_sample(files, b["kept"], spec.seed, run.dir / "unbalanced_uids.parquet")
+    ray = run.ctx.spec.ray.address
+    b = balance_shards(files, counts_path, run.dir, t_by_language, spec.seed, spec.workers, ray, run.log)
+    b["unbalanced_baseline"] = unbalanced_sample(files, b["kept"], spec.seed, run.dir / "unbalanced.json", spec.workers, ray, run.log)
     b.update(balance_report(counts_path, run.dir, t_by_language))
     stats = Stats(rows_in=b["pool"], rows_out=b["kept"], info=b)
     stats.drop("balanced_out", b["pool"] - b["kept"])
     return stats
+
+
+def _select_rows(run: StageRun, spec) -> list[Path]:
+    """download/select/NNNNN.parquet: each matched shard's balanced and baseline pairs (in parallel)."""
+    from tasks.download.driver import select_shard
+
+    bal_dir = run.input("balance")
+    baseline = json.loads((bal_dir / "unbalanced.json").read_text())
+    files = match_files(run.input("match"))
+    out = [run.dir / "select" / f"{i:05d}.parquet" for i in range(len(files))]
+    jobs = [(str(f), str(bal_dir / f"{i:05d}.parquet"), baseline, str(o), spec.allow_networks) for i, (f, o) in enumerate(zip(files, out))]
+    got = run_parallel(select_shard, jobs, spec.processes, run.ctx.spec.ray.address, "download: selecting rows", run.log)
+    lost = [(j[0], g) for j, g in zip(jobs, got) if g["balanced"] != g["balanced_file"]]
+    if lost:
+        raise RuntimeError(f"{lost[0][0]}: its balanced shard names {lost[0][1]['balanced_file']} pairs but {lost[0][1]['balanced']} "
+                           "are in the matched shard; rerun the balance stage (delete its folder)")
+    if sum(g["unbalanced"] for g in got) != baseline["n"]:
+        raise RuntimeError(f"the unbalanced baseline names {baseline['n']} pairs but {sum(g['unbalanced'] for g in got)} were "
+                           "found in the matched shards; rerun the balance stage (delete its folder)")
+    return out
 
 
 def download(run: StageRun) -> Stats:
@@ -341,7 +359,6 @@ def download(run: StageRun) -> Stats:
         export_webdataset,
         prepare_input,
         run_img2dataset,
-        select_rows,
         write_training_shards,
     )
     from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, worker_env
@@ -350,10 +367,9 @@ def download(run: StageRun) -> Stats:
     policy = AddressPolicy(spec.allow_networks)
     prep = unit_stats(run.dir, "input")
     if prep is None:
-        rows = select_rows(sorted(run.input("balance").glob("0*.parquet")), run.input("balance") / "unbalanced_uids.parquet",
-                           match_files(run.input("match")))
+        selected = _select_rows(run, spec)
         resolver = Resolver(spec.dns_timeout, spec.dns_concurrency, lookup=ctx.dns_lookup)
-        prep = mark_unit(run.dir, "input", prepare_input(rows, run.dir, policy, resolver, run.log))
+        prep = mark_unit(run.dir, "input", prepare_input(selected, run.dir, policy, resolver, run.log))
     run.log(f"download: {prep.rows_out:,} URLs to fetch, {sum(prep.dropped.values()):,} refused {dict(prep.dropped)}")
     fetched = Stats()
     if prep.rows_out:
@@ -396,7 +412,7 @@ STAGE_LIST = [
     Stage("candidates", candidates, config=lambda ctx: (ctx.spec.crawl.model_dump(), ctx.warcs)),
     Stage("match", match, reads=("vocabulary", "candidates"),
           config=lambda ctx: (ctx.spec.matching.model_dump(),)),  # the vocabulary's config covers its languages and case
-    Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump()),
+    Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump(exclude={"workers"})),
     Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"),
           config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency"})),
     Stage("manifest", manifest, reads=("vocabulary", "candidates", "match", "balance", "download"),

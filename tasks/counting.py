@@ -45,6 +45,21 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def spill_counts(counter: Counter[str], folder: Path, kind: str, partitions: int, n: int) -> None:
+    """Write `counter` as `folder/<kind><p>/spill-<n>.parquet`, one file per hash partition p."""
+    if not counter:
+        return
+    keys = list(counter.keys())
+    parts = [partition_of(k, partitions) for k in keys]
+    table = pa.table({"key": keys, "count": pa.array(list(counter.values()), pa.int64()), "p": pa.array(parts, pa.int32())})
+    for p in range(partitions):
+        sub = table.filter(pc.equal(table["p"], p)).drop(["p"])
+        if sub.num_rows:
+            d = folder / f"{kind}{p:03d}"
+            d.mkdir(parents=True, exist_ok=True)
+            pq.write_table(sub, d / f"spill-{n:05d}.parquet")
+
+
 class SpillCounter:
     """Counts unigrams and adjacent-word bigrams of texts; spills to `folder` when full."""
 
@@ -68,17 +83,7 @@ class SpillCounter:
 
     def spill(self) -> None:
         for kind, counter in (("u", self.unigrams), ("b", self.bigrams)):
-            if not counter:
-                continue
-            keys = list(counter.keys())
-            parts = [partition_of(k, self.partitions) for k in keys]
-            table = pa.table({"key": keys, "count": pa.array(list(counter.values()), pa.int64()), "p": pa.array(parts, pa.int32())})
-            for p in range(self.partitions):
-                sub = table.filter(pc.equal(table["p"], p)).drop(["p"])
-                if sub.num_rows:
-                    d = self.folder / f"{kind}{p:03d}"
-                    d.mkdir(exist_ok=True)
-                    pq.write_table(sub, d / f"spill-{self.n_spills:05d}.parquet")
+            spill_counts(counter, self.folder, kind, self.partitions, self.n_spills)
         self.unigrams.clear()
         self.bigrams.clear()
         self.n_spills += 1

@@ -17,12 +17,14 @@ that language's rules; a caption in a language the build has no vocabulary for m
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 from collections import Counter
 from pathlib import Path
 
 import ahocorasick
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -84,14 +86,28 @@ def match_routed(automata: dict[str, ahocorasick.Automaton], texts: list[str], l
     return out, missing
 
 
+@functools.lru_cache(maxsize=2)
+def load_automata(path: str) -> dict[str, ahocorasick.Automaton]:
+    """The match stage's automata, pickled once to `path` and loaded once per worker process."""
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
 def match_shard(auto: ahocorasick.Automaton | dict | bytes, in_path: Path, out_path: Path, case_sensitive: bool = True,
-                language: str = "en") -> Stats:
+                language: str = "en", skip_rows: np.ndarray | None = None) -> Stats:
     """Candidates parquet -> matched rows (+ entry_ids) and per-entry counts; atomic, then marked done.
-    `auto`: one automaton (for `language`), or {language: automaton} (pickled or not)."""
+    `auto`: one automaton (for `language`), or {language: automaton} (pickled or not).
+    `skip_rows`: rows another file already holds (tasks/dedup.py), dropped as duplicate_across_files."""
     if isinstance(auto, bytes):
         auto = pickle.loads(auto)
     automata = auto if isinstance(auto, dict) else {language: auto}
     table = pq.read_table(in_path)
+    rows_in, dups = table.num_rows, 0
+    if skip_rows is not None and len(skip_rows):
+        keep_mask = np.ones(table.num_rows, bool)
+        keep_mask[skip_rows] = False
+        dups = int((~keep_mask).sum())
+        table = table.filter(pa.array(keep_mask))
     langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * table.num_rows
     ids, no_vocabulary = match_routed(automata, table["text"].to_pylist(), langs, case_sensitive)
     keep = [i for i, e in enumerate(ids) if e]
@@ -102,7 +118,9 @@ def match_shard(auto: ahocorasick.Automaton | dict | bytes, in_path: Path, out_p
     counts = Counter(e for i in keep for e in ids[i])
     with atomic(out_path.with_suffix(".counts.json")) as tmp:
         tmp.write_text(json.dumps(counts))
-    stats = Stats(rows_in=table.num_rows, rows_out=len(keep))
+    stats = Stats(rows_in=rows_in, rows_out=len(keep))
+    if dups:
+        stats.drop("duplicate_across_files", dups)
     stats.drop("no_match", table.num_rows - len(keep) - no_vocabulary)
     if no_vocabulary:
         stats.drop("language_without_vocabulary", no_vocabulary)

@@ -170,6 +170,7 @@ class BalancingSpec(Strict):
     # uses max_pairs_per_query for every language
     t_by_language: dict[str, int] = {}
     language_t: Literal["english_tail", "same"] = "english_tail"
+    workers: int = 2  # shards balanced in parallel (not part of the stage's key: the result is the same)
 
 
 class DownloadSpec(Strict):

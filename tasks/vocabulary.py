@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from tasks.counting import SpillCounter, merge_partition
 from tasks.engine import Stats, mark_unit, unit_stats
-from tasks.pageviews import title_views
+from tasks.pageviews import popular_titles
 from tasks.parallel import run_parallel
 from tasks.specs import VocabularySpec
 from tasks.text_rules import NO_SPACE_LANGUAGES, normalise_entry
@@ -173,8 +173,8 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
     pv_stats: dict = {}
     n_titles = 0
     if pageview_files:
-        views = title_views(pageview_files, spec.pageviews.projects, pv_stats)
-        popular = {t: v for t, v in views.items() if v >= spec.pageviews.min_title_views}
+        popular = popular_titles(pageview_files, spec.pageviews.projects, spec.pageviews.min_title_views,
+                                 out_dir / "pageviews", wp.partitions, wp.workers, ray_address, pv_stats, progress)
         if spec.pageviews.title_top_share is not None or spec.pageviews.max_titles is not None:  # MetaCLIP 2's cap
             order = sorted(popular, key=lambda t: (-popular[t], t))
             n = len(order) if spec.pageviews.title_top_share is None else int(len(order) * spec.pageviews.title_top_share)

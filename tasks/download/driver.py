@@ -1,6 +1,7 @@
 """Stage 3 of build-wit: download images with img2dataset into parquet training shards.
 
-    download/input/urls.parquet    what img2dataset is asked to fetch (rows that passed the guard)
+    download/select/NNNNN.parquet  the rows of matched shard NNNNN to fetch (balanced or baseline), host
+    download/input/NNNNN.parquet   what img2dataset is asked to fetch (rows that passed the guard)
     download/refused.parquet       rows refused before fetching, with the reason
     download/raw/NNNNN.parquet     img2dataset's output: every row, with status and error_message,
     download/raw/NNNNN_stats.json  ... and its per-shard stats (incremental mode skips these shards)
@@ -96,72 +97,79 @@ def sniff_decode_failure(url: str, guard: ConnectionGuard, timeout: float = 5.0)
     return "corrupt_image" if head.startswith(IMAGE_MAGIC) else "not_an_image"
 
 
-def _rows(table: pa.Table, in_balanced: bool, in_unbalanced) -> list[dict]:
-    out = []
-    for r in table.select(["uid", "url", "text", "page_url", "lang", "entry_ids"]).to_pylist():
-        r["entry_ids_json"] = json.dumps(r.pop("entry_ids"))
-        r.update(in_balanced=in_balanced, in_unbalanced=in_unbalanced(r["uid"]))
-        out.append(r)
-    return out
+def selection_table(rows: pa.Table, in_balanced, in_unbalanced, allow_networks: list[str]) -> pa.Table:
+    """Rows to fetch (uid, url, text, page_url, lang, entry_ids) with the sets they belong to and,
+    from the guard's URL check, each row's host or the reason its URL can never be fetched."""
+    policy = AddressPolicy(allow_networks)
+    checked = [policy.url_reason(u) for u in rows["url"].to_pylist()]
+    ids = rows["entry_ids"].to_pylist() if "entry_ids" in rows.column_names else [[] for _ in range(rows.num_rows)]
+    return pa.table({
+        **{c: rows[c] for c in ("uid", "url", "text", "page_url", "lang")},
+        "entry_ids_json": pa.array([json.dumps(x) for x in ids], pa.string()),
+        "in_balanced": pa.array(in_balanced, pa.bool_()), "in_unbalanced": pa.array(in_unbalanced, pa.bool_()),
+        "host": pa.array([h for _r, h in checked], pa.string()), "url_reason": pa.array([r for r, _h in checked], pa.string()),
+    })
 
 
-def select_rows(balanced_files: list[Path], unbalanced_uids: Path, match_files: list[Path]) -> dict[str, dict]:
-    """uid -> row for every pair to fetch: the balanced pairs and the unbalanced baseline's."""
-    want = set(pq.read_table(unbalanced_uids)["uid"].to_pylist()) if unbalanced_uids.exists() else set()
-    rows: dict[str, dict] = {}
-    for f in balanced_files:
-        for r in _rows(pq.read_table(f), True, want.__contains__):
-            rows[r["uid"]] = r
-    missing = pa.array(sorted(want - rows.keys()), pa.string())
-    if len(missing):  # baseline pairs that balancing dropped live in the matched shards
-        for f in match_files:
-            t = pq.read_table(f)
-            for r in _rows(t.filter(pc.is_in(t["uid"], missing)), False, lambda _u: True):
-                rows[r["uid"]] = r
-    found = sum(1 for r in rows.values() if r["in_unbalanced"])
-    if found != len(want):
-        raise RuntimeError(f"the unbalanced baseline names {len(want)} pairs but {found} were found in the matched shards")
-    return rows
+def select_shard(match_file: str, balanced_file: str, baseline: dict, out_path: str, allow_networks: list[str]) -> dict:
+    """The rows of one matched shard to fetch: its balanced pairs (balance/NNNNN.parquet, same
+    number) and its pairs of the unbalanced baseline (the rank rule of tasks/balancing.py), in
+    one table; a unit of parallel work. Memory: one shard."""
+    import numpy as np
+
+    from tasks.balancing import in_unbalanced
+
+    m = pq.read_table(match_file)
+    balanced = pq.read_table(balanced_file, columns=["uid"])["uid"] if Path(balanced_file).exists() else pa.array([], pa.string())
+    in_b = pc.is_in(m["uid"], value_set=balanced).to_numpy(zero_copy_only=False)
+    in_u = in_unbalanced(m["uid"].to_pylist(), baseline)
+    keep = np.nonzero(in_b | in_u)[0]
+    table = selection_table(m.take(pa.array(keep, pa.int64())), in_b[keep], in_u[keep], allow_networks)
+    with atomic(Path(out_path)) as tmp:
+        pq.write_table(table, tmp)
+    return {"rows": table.num_rows, "balanced": int(in_b.sum()), "balanced_file": len(balanced), "unbalanced": int(in_u.sum())}
 
 
-def prepare_input(rows: dict[str, dict], out_dir: Path, policy: AddressPolicy, resolver: Resolver, log=print) -> Stats:
-    """The URL list for img2dataset after the guard's pre-pass; refused rows are kept with reasons.
-    The addresses of allowed hosts are written to `pinned_hosts.json`: the fetching processes
-    connect to exactly those."""
+def prepare_input(selected: list[Path], out_dir: Path, policy: AddressPolicy, resolver: Resolver, log=print) -> Stats:
+    """The URL lists for img2dataset (input/NNNNN.parquet, one per selection shard) after the
+    guard's pre-pass; refused rows go to refused.parquet with their reason. The addresses of
+    allowed hosts are written to `pinned_hosts.json`: the fetching processes connect to exactly
+    those. Streams shard by shard: memory is one shard plus the set of hosts."""
     import asyncio
+    import shutil
 
-    stats = Stats(rows_in=len(rows))
-    host_of, url_refused = {}, {}
-    for uid, r in rows.items():
-        reason, host = policy.url_reason(r["url"])
-        if reason:
-            url_refused[uid] = reason
-        else:
-            host_of[uid] = host
-    hosts = set(host_of.values())
-    log(f"download: resolving {len(hosts):,} hosts of {len(rows):,} URLs "
+    stats = Stats()
+    hosts: set[str] = set()
+    for f in selected:
+        hosts.update(h for h in pq.read_table(f, columns=["host"])["host"].unique().to_pylist() if h)
+        stats.rows_in += pq.ParquetFile(f).metadata.num_rows
+    log(f"download: resolving {len(hosts):,} hosts of {stats.rows_in:,} URLs "
         f"({resolver.concurrency} lookups in flight at most, {resolver.timeout:g}s timeout)")
     with tqdm(total=len(hosts), desc="download: resolving hosts", unit="host", mininterval=2) as bar:
         resolved = asyncio.run(resolver.resolve_all(hosts, bar.update))
     host_reason = {h: check_host(policy, res)[0] for h, res in resolved.items()}
     with atomic(out_dir / "pinned_hosts.json") as tmp:
         tmp.write_text(json.dumps({h: list(res) for h, res in resolved.items() if not host_reason[h]}))
-    ok, refused = [], []
-    for uid in sorted(rows):
-        reason = url_refused.get(uid) or host_reason.get(host_of.get(uid))
-        if reason:
-            stats.drop(reason)
-            refused.append({**rows[uid], "reason": reason})
-        else:
-            ok.append(rows[uid])
-    stats.rows_out = len(ok)
-    stats.info.update(hosts=len(hosts), dns_lookups=resolver.lookups, dns_max_in_flight=resolver.max_in_flight)
+    shutil.rmtree(out_dir / "input", ignore_errors=True)  # a rerun after a crash writes every list again
     cols = ["url", "text"] + EXTRA_COLUMNS
-    with atomic(out_dir / "input" / "urls.parquet") as tmp:
-        pq.write_table(pa.Table.from_pylist(ok, schema=_input_schema()).select(cols), tmp)
-    refused_schema = _input_schema().append(pa.field("reason", pa.string()))
-    with atomic(out_dir / "refused.parquet") as tmp:
-        pq.write_table(pa.Table.from_pylist(refused, schema=refused_schema), tmp)
+    with atomic(out_dir / "refused.parquet") as tmp, pq.ParquetWriter(tmp, _input_schema().append(pa.field("reason", pa.string()))) as refused:
+        for i, f in enumerate(selected):
+            t = pq.read_table(f)
+            reasons = [r or host_reason.get(h) for r, h in zip(t["url_reason"].to_pylist(), t["host"].to_pylist())]
+            ok = pa.array([r is None for r in reasons])
+            for r in reasons:
+                if r:
+                    stats.drop(r)
+            n_ok = pc.sum(ok).as_py() or 0
+            stats.rows_out += n_ok
+            if n_ok:
+                with atomic(out_dir / "input" / f"{i:05d}.parquet") as tmp_in:
+                    pq.write_table(t.filter(ok).select(cols), tmp_in)
+            if n_ok < t.num_rows:
+                bad = pc.invert(ok)
+                refused.write_table(t.filter(bad).select(_input_schema().names).append_column(
+                    "reason", pa.array([r for r in reasons if r], pa.string())))
+    stats.info.update(hosts=len(hosts), dns_lookups=resolver.lookups, dns_max_in_flight=resolver.max_in_flight)
     return stats
 
 

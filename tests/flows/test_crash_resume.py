@@ -53,7 +53,7 @@ def test_sigkill_mid_download_then_rerun_gives_each_pair_once(tiny_world, tmp_pa
         p.wait(30)
     finally:
         tiny_world.server.delay_s = 0.0
-    to_fetch = pq.read_table(out / "download" / "input" / "urls.parquet", columns=["uid"])["uid"].to_pylist()
+    to_fetch = pq.read_table(out / "download" / "input", columns=["uid"])["uid"].to_pylist()
     done_shards = list((out / "download" / "raw").glob("*_stats.json"))
     assert 1 <= len(done_shards) < -(-len(to_fetch) // 40), "the kill did not land in the middle of the download"
     assert engine.read_marker(out / "download")["state"] == "started" and not (out / "manifest.json").exists()

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,3 +65,45 @@ def test_data_card_bands_do_not_overlap_and_sum_to_all_entries():
         bands = count_bands(counts, t)
         assert bands == want, t
         assert sum(bands.values()) == len(counts)
+
+
+def _shard(tmp_path, table, shards, name):
+    d = tmp_path / name
+    d.mkdir()
+    files = []
+    for k, chunk in enumerate(np.array_split(np.arange(table.num_rows), shards)):
+        files.append(d / f"{k:05d}.parquet")
+        pq.write_table(table.take(pa.array(chunk)), files[-1])
+    return files
+
+
+def test_unbalanced_baseline_has_exactly_n_rows_and_ignores_the_sharding(tmp_path):
+    """The "no balancing" baseline is a uniform sample of exactly the balanced set's size, and
+    the same pairs however the matched pool is sharded (it is chosen by rank hash, streaming)."""
+    from tasks.balancing import in_unbalanced, unbalanced_sample
+
+    table = _matched(5000, lambda i: [i % 5])
+    chosen = []
+    for shards in (1, 7):
+        files = _shard(tmp_path, table, shards, f"m{shards}")
+        out = tmp_path / f"unbalanced{shards}.json"
+        assert unbalanced_sample(files, 1234, seed=3, out_path=out, workers=2 if shards > 1 else 1) == 1234
+        baseline = json.loads(out.read_text())
+        chosen.append({u for f in files for u, keep in zip(pq.read_table(f)["uid"].to_pylist(),
+                                                            in_unbalanced(pq.read_table(f)["uid"].to_pylist(), baseline)) if keep})
+    assert len(chosen[0]) == 1234 and chosen[0] == chosen[1]
+    # uniform: each entry holds about a fifth of the sample
+    per_entry = np.bincount([int(u, 16) % 5 for u in chosen[0]], minlength=5)
+    assert np.all(np.abs(per_entry - 1234 / 5) < 4 * np.sqrt(1234 * 0.2 * 0.8))
+
+
+def test_balancing_in_parallel_workers_keeps_the_same_pairs(tmp_path):
+    table = _matched(3000, lambda i: [i % 3, 3] if i % 2 else [i % 3])
+    pq.write_table(pa.table({"entry_id": [0, 1, 2, 3], "count": [1000, 1000, 1000, 1500]}), tmp_path / "counts.parquet")
+    files = _shard(tmp_path, table, 5, "m")
+    kept = []
+    for workers in (1, 2):
+        out = tmp_path / f"b{workers}"
+        balance_shards(files, tmp_path / "counts.parquet", out, t=200, seed=7, workers=workers)
+        kept.append([pq.read_table(f)["uid"].to_pylist() for f in sorted(out.glob("0*.parquet"))])
+    assert kept[0] == kept[1] and 0 < sum(map(len, kept[0])) < 3000

@@ -195,3 +195,29 @@ def test_multistream_ranges_count_exactly_like_the_whole_file(tiny_world, tmp_pa
     raw["vocabulary"]["wikipedia"]["multistream_index"] = {str(tmp_path / "other.xml.bz2"): str(index)}
     with pytest.raises(SpecError, match="is not one of the dumps"):
         make_context(load_spec(raw, BuildSpec), log=lambda *_: None)
+
+
+def test_popular_titles_in_parallel_sum_every_hour_and_count_what_was_skipped(tmp_path):
+    """Pageview hours are counted one per job and merged by partition: the same sums as one
+    in-memory count, a missing hour counted not fatal, and a rerun reads no hour again."""
+    import random
+
+    from tasks.pageviews import popular_titles, title_views
+
+    rng = random.Random(0)
+    files = []
+    for h in range(5):
+        lines = [f"en T{rng.randint(0, 300)} {rng.randint(1, 40)} 0" for _ in range(2000)]
+        lines += ["en Talk:X 5 0", "broken line", f"de T{h} 1000 0"]
+        files.append(tmp_path / f"pageviews-20240101-{h:02d}0000.gz")
+        files[-1].write_bytes(gzip.compress("\n".join(lines).encode()))
+    names = [str(f) for f in files] + [str(tmp_path / "pageviews-20240101-050000.gz")]  # an hour that is missing
+    want = {t: v for t, v in title_views(names, ["en"]).items() if v >= 300}
+    stats: dict = {}
+    got = popular_titles(names, ["en"], 300, tmp_path / "pv", partitions=4, workers=2, stats=stats)
+    assert got == want and len(got) > 10
+    assert stats["missing_files"] == 1 and stats["files"] == 5
+    assert stats["malformed_lines"] == 5 and stats["skipped_namespace_titles"] == 5
+    for f in files:
+        f.unlink()  # counted hours are cached units
+    assert popular_titles(names, ["en"], 300, tmp_path / "pv", partitions=4) == want
