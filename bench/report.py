@@ -4,7 +4,8 @@
     python bench/report.py --no-run   # rebuild REPORT.md from bench/results/*.json
 
 Each benchmark writes bench/results/<name>.json; results copied back from a lent GPU machine
-(bench/results/gpu/*.json) are added as rows with their own machine column.
+(bench/results/gpu/*.json) are added as rows with their own machine column, and sections a
+benchmark writes as bench/results/<name>.md (the scale rehearsal's table and projection) follow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["vocabulary", "segment_zh", "language_id", "matching", "download", "model", "train", "loader", "eval"]
+ORDER = ["vocabulary", "segment_zh", "language_id", "matching", "download", "model", "train", "loader", "eval",
+         "scale", "scale_projection"]  # the scale rehearsal last (~20 min on 2 cores), then its wit-400m projection
 
 
 def fmt(x) -> str:
@@ -50,6 +52,8 @@ def main() -> int:
         for r in res["rows"]:
             lines.append(f"| {res['name']} | {r['figure']} | {fmt(r['ours'])} | {fmt(r['baseline'])} | {fmt(r['ratio'])} | {r['unit']} | "
                          f"{r.get('note', '')} | {res['machine']} | {res['date']} |")
+    for section in sorted((HERE / "results").glob("*.md")):  # longer write-ups: bench/scale_projection.py's
+        lines += ["", section.read_text().rstrip()]
     if failed:
         lines += ["", f"Failed this run: {', '.join(failed)} (their rows above, if any, are from an earlier run)."]
     (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")

@@ -12,7 +12,8 @@ vocabulary as in a real build.
 
 Each stage runs in a fresh process through the stage engine exactly as the flow runs it
 (tasks/build_stages.run_stage), so its figures are its own:
-  core-s      user+sys CPU of the stage process and all its workers (work done after imports)
+  core-s      user+sys CPU of the stage process and all its workers (work done after imports);
+              "driver" is the stage process's own share (what a cluster does not spread)
   per core    work units per core-second
   RSS driver  peak resident memory of the stage process
   RSS worker  peak resident memory of the largest worker process (spawned pools, img2dataset)
@@ -74,7 +75,8 @@ def run_stage_child(spec_path: str, stage: str) -> None:
     cpu0, t0 = _cpu(resource.RUSAGE_SELF), time.perf_counter()
     stats, skipped = run_stage(ctx, stage)
     wall = time.perf_counter() - t0
-    out = {"stage": stage, "wall_s": wall, "cpu_s": _cpu(resource.RUSAGE_SELF) - cpu0 + _cpu(resource.RUSAGE_CHILDREN),
+    driver = _cpu(resource.RUSAGE_SELF) - cpu0
+    out = {"stage": stage, "wall_s": wall, "cpu_s": driver + _cpu(resource.RUSAGE_CHILDREN), "cpu_driver_s": driver,
            "rss_driver_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
            "rows_in": stats.rows_in, "rows_out": stats.rows_out, "skipped": skipped, "info": _small(stats.info)}
@@ -171,7 +173,7 @@ def main() -> None:
         rows.append(row(f"{stage}: {WORK[stage]} per core-second", per_core, None, f"{WORK[stage]}/core-s", note))
         table.append({"stage": stage, "work_unit": WORK[stage], "per_core_s": per_core, "growth_time": e_t,
                       "growth_rss_driver": e_m, "growth_rss_worker": e_w,
-                      **{k: b[k] for k in ("work", "cpu_s", "wall_s", "rss_driver_mb", "rss_worker_mb", "disk_bytes")}})
+                      **{k: b[k] for k in ("work", "cpu_s", "cpu_driver_s", "wall_s", "rss_driver_mb", "rss_worker_mb", "disk_bytes")}})
     print(f"\nscale rehearsal on {machine()}: sizes {sizes}, {total / 60:.1f} min in all")
     print(f"{'stage':11s} {'work at x' + str(big['size']):>16s} {'unit':16s} {'core-s':>8s} {'per core-s':>11s} {'b time':>7s} "
           f"{'b RSS drv':>9s} {'b RSS wrk':>9s} {'RSS drv':>8s} {'RSS wrk':>8s} {'disk MB':>8s}")
@@ -181,6 +183,7 @@ def main() -> None:
               f"{fmt(t['growth_rss_driver']):>9s} {fmt(t['growth_rss_worker']):>9s} {t['rss_driver_mb']:8.0f} {t['rss_worker_mb']:8.0f} "
               f"{t['disk_bytes'] / 1e6:8.1f}")
     report("scale", rows, {"sizes": sizes, "workers": a.workers, "minutes": total / 60, "table": table, "runs": runs})
+    print("\nwit-400m projection: python bench/scale_projection.py (writes bench/results/scale.md for bench/REPORT.md)")
 
 
 if __name__ == "__main__":

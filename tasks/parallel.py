@@ -20,16 +20,21 @@ from tqdm import tqdm
 class LoggedProgress(tqdm):
     """tqdm that also reports `<desc>: n/total (p%), elapsed, eta` to `log` every `every` seconds."""
 
-    def __init__(self, *args, log: Callable[[str], None] | None = None, every: float = 15.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._log, self._every, self._last = log, every, time.monotonic()
+    def __init__(self, *args, log: Callable[[str], None] | None = None, every: float = 15.0,
+                 desc: str = "", total: int | None = None, **kwargs):
+        super().__init__(*args, desc=desc, total=total, **kwargs)
+        # our own count: a disabled bar (TQDM_DISABLE=1, common in CI and deployments) keeps none
+        self._log, self._every, self._desc, self._total = log, every, desc, total
+        self._start = self._last = time.monotonic()
+        self._n = 0
 
     def update(self, n: int = 1):
         out = super().update(n)
+        self._n += n
         now = time.monotonic()
-        if self._log and (now - self._last >= self._every or self.n >= (self.total or 0)):
+        if self._log and (now - self._last >= self._every or self._n >= (self._total or 0)):
             self._last = now
-            self._log(progress_text(self.desc, self.n, self.total, self.format_dict["elapsed"]))
+            self._log(progress_text(self._desc, self._n, self._total, now - self._start))
         return out
 
 

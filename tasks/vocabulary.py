@@ -108,6 +108,9 @@ def select_bigrams(part_folders: list[Path], spec: VocabularySpec, unigram_count
             p_xy = c / n
             npmi = pmi / -math.log2(p_xy) if p_xy < 1 else 1.0
             scored.append((key, c, pmi, npmi))
+        if wp.max_bigrams and len(scored) > 2 * wp.max_bigrams:  # hold at most ~2x the cap, not every passing bigram
+            scored.sort(key=lambda r: (-r[3], r[0]))
+            del scored[wp.max_bigrams:]
     scored.sort(key=lambda r: (-r[3], r[0]))
     return scored[: wp.max_bigrams] if wp.max_bigrams else scored
 

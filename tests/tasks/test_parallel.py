@@ -29,3 +29,15 @@ def test_file_count_progress_reports_files_other_processes_write(tmp_path):
             time.sleep(0.12)
     assert any(line.startswith("download: shards: 1/4") or line.startswith("download: shards: 2/4") for line in lines[:-1])
     assert lines[-1].startswith("download: shards: 3/4 (75%)")
+
+
+def test_progress_lines_still_reach_the_log_when_tqdm_is_disabled(monkeypatch):
+    """TQDM_DISABLE=1 (CI, deployments) turns the terminal bar off, not the Prefect log lines."""
+    from tasks.parallel import LoggedProgress
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    lines = []
+    with LoggedProgress(total=3, desc="stage: jobs", log=lines.append, every=0.0) as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert lines[-1].startswith("stage: jobs: 3/3 (100%)") and len(lines) == 3
