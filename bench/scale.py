@@ -15,8 +15,9 @@ Each stage runs in a fresh process through the stage engine exactly as the flow 
   core-s      user+sys CPU of the stage process and all its workers (work done after imports);
               "driver" is the stage process's own share (what a cluster does not spread)
   per core    work units per core-second
-  RSS driver  peak resident memory of the stage process
-  RSS worker  peak resident memory of the largest worker process (spawned pools, img2dataset)
+  RSS driver  peak resident memory of the stage process (VmHWM)
+  RSS worker  peak resident memory of the largest worker process (spawned pools, img2dataset),
+              polled every 0.2 s
   disk        bytes the stage wrote (its folder and the outputs it owns)
 The growth exponent b of a figure y in the work size x is the slope of log y against log x
 between the two largest sizes (y ~ x^b): 1 is linear, 0 is flat. Fixed start-up costs make the
@@ -47,13 +48,55 @@ PORT = int(os.environ.get("OPENWIT_SCALE_PORT", "8799"))
 STAGES = ["vocabulary", "candidates", "match", "balance", "download", "manifest"]
 # the work each stage's time and memory are measured against
 WORK = {"vocabulary": "MB of dump XML", "candidates": "img tags", "match": "candidate pairs", "balance": "matched pairs",
-        "download": "URLs", "manifest": "training rows"}
+        "download": "matched pairs", "manifest": "training rows"}
 
 
 # ----------------------------------------------------------------------------- one stage, in its own process
 def _cpu(who: int) -> float:
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
+
+
+def vm_hwm_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of one process since it started its program (VmHWM). Not ru_maxrss:
+    Linux keeps that across exec, so a child would inherit the peak of the process that forked it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class WorkerPeak:
+    """The largest VmHWM of any descendant process (pool workers, img2dataset's), polled."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+
+        self.peak, self._every, self._stop = 0.0, every, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self._every):
+            try:
+                kids = me.children(recursive=True)
+            except psutil.Error:
+                continue
+            for k in kids:
+                self.peak = max(self.peak, vm_hwm_mb(k.pid))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def run_stage_child(spec_path: str, stage: str) -> None:
@@ -73,12 +116,12 @@ def run_stage_child(spec_path: str, stage: str) -> None:
     ctx = make_context(spec, log=lambda *_: None)
     ctx.dns_lookup = loopback
     cpu0, t0 = _cpu(resource.RUSAGE_SELF), time.perf_counter()
-    stats, skipped = run_stage(ctx, stage)
+    with WorkerPeak() as workers:
+        stats, skipped = run_stage(ctx, stage)
     wall = time.perf_counter() - t0
     driver = _cpu(resource.RUSAGE_SELF) - cpu0
     out = {"stage": stage, "wall_s": wall, "cpu_s": driver + _cpu(resource.RUSAGE_CHILDREN), "cpu_driver_s": driver,
-           "rss_driver_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+           "rss_driver_mb": vm_hwm_mb(), "rss_worker_mb": workers.peak,
            "rows_in": stats.rows_in, "rows_out": stats.rows_out, "skipped": skipped, "info": _small(stats.info)}
     print(json.dumps(out))
 
@@ -119,7 +162,9 @@ def run_build(size: int, workers: int, log=print) -> dict:
                 raise RuntimeError(f"x{size} {stage} failed:\n{p.stderr[-4000:]}")
             r = json.loads(p.stdout.strip().splitlines()[-1])
             r["disk_bytes"] = du([build / n for n in STAGE_OUTPUTS.get(stage, [stage])])
-            r["work"] = inputs["summary"]["dump_xml_mb"] if stage == "vocabulary" else r["rows_in"]
+            # the download stage scans every matched pair (selection, baseline) and fetches the selected ones
+            r["work"] = (inputs["summary"]["dump_xml_mb"] if stage == "vocabulary" else
+                         out["stages"]["balance"]["rows_in"] if stage == "download" else r["rows_in"])
             out["stages"][stage] = r
             log(f"x{size} {stage:10s} {r['wall_s']:7.1f}s wall {r['cpu_s']:7.1f} core-s  work {r['work']:>12,.1f} {WORK[stage]}"
                 f"  rss driver {r['rss_driver_mb']:6.0f} MB worker {r['rss_worker_mb']:6.0f} MB  disk {r['disk_bytes'] / 1e6:8.1f} MB")

@@ -6,8 +6,9 @@ One unit (size 1) is about the sample world's size; size s is s units:
              file per 10 units (as enwiki comes in parts). Text is English words (WordNet's
              lemmas) drawn from a Zipf law, with collocations (two-word phrases) so bigrams have
              real PMI, and wiki markup the cleaner must remove.
-  pageviews  4 hourly files of 10,000 lines per unit: the dump's titles with Zipf views, titles
-             that are not articles, other projects and namespaces.
+  pageviews  4 hourly files per unit of 10,000 lines each (a bigger build reads more hours, as
+             MetaCLIP's 624; an hour stays the same size): the dump's titles with Zipf views,
+             titles that are not articles, other projects and namespaces.
   crawl      one WARC per unit: 1,500 pages of 20 <img> tags each (30,000 pairs), alt text of
              Zipf words (the 3,000 most frequent) that names one of the 1,500 most popular
              articles a tenth of the time, on 300 hosts per unit
@@ -21,6 +22,7 @@ Inputs are generated in parallel processes and cached by size and format version
 from __future__ import annotations
 
 import bz2
+import datetime
 import gzip
 import io
 import json
@@ -34,12 +36,12 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-VERSION = 2
+VERSION = 3
 PAGES_PER_UNIT = 1500
 WORDS_PER_PAGE = 400
 IMGS_PER_PAGE = 20
 HOSTS_PER_UNIT = 300
-PV_FILES, PV_LINES_PER_UNIT = 4, 10_000
+PV_FILES_PER_UNIT, PV_LINES_PER_FILE = 4, 10_000  # more hours as the build grows, each hour the same size (as Wikimedia's)
 UNITS_PER_DUMP = 10
 PAGES_PER_STREAM = 100
 N_PHRASES = 3000
@@ -128,15 +130,16 @@ def write_pageviews(folder: Path, size: int, lex: list[str], seed: int) -> list[
     rng = np.random.default_rng([seed, 99])
     titles = [t for u in range(size) for t in titles_of(u, lex)]
     out = []
-    for h in range(PV_FILES):
-        n = PV_LINES_PER_UNIT * size
+    for h in range(PV_FILES_PER_UNIT * size):
+        n = PV_LINES_PER_FILE
         ids = zipf_ids(rng, len(titles), n, 1.05)
         views = rng.integers(1, 40, n)
         lines = [f"en {titles[i].replace(' ', '_')} {v} 0" for i, v in zip(ids.tolist(), views.tolist())]
         lines += [f"en Not_an_article_{i} 3 0" for i in range(n // 20)]
         lines += [f"de {titles[i].replace(' ', '_')} 5 0" for i in ids[: n // 10].tolist()]
         lines += ["en Talk:Something 500 0", "broken line"]
-        p = folder / f"pageviews-20240101-{h:02d}0000.gz"
+        day = datetime.date(2024, 1, 1) + datetime.timedelta(days=h // 24)
+        p = folder / f"pageviews-{day:%Y%m%d}-{h % 24:02d}0000.gz"
         with open(p, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
             gz.write(("\n".join(lines) + "\n").encode())
         out.append(str(p))
@@ -219,7 +222,8 @@ def ensure_inputs(size: int, folder: Path, workers: int, port: int, log=print, s
         pairs = sum(w.result() for w in warcs)
     summary = {"units": size, "dump_xml_mb": sum(d["xml_bytes"] for d in dumps) / 1e6, "articles": sum(d["pages"] for d in dumps),
                "dump_files": len(dumps), "dump_bz2_mb": sum(Path(d["dump"]).stat().st_size for d in dumps) / 1e6,
-               "pageview_lines": PV_FILES * PV_LINES_PER_UNIT * size, "warc_files": size, "img_tags": pairs,
+               "pageview_lines": PV_FILES_PER_UNIT * PV_LINES_PER_FILE * size,
+               "pageview_files": PV_FILES_PER_UNIT * size, "warc_files": size, "img_tags": pairs,
                "warc_mb": sum(f.stat().st_size for f in (folder / "warc").glob("*.gz")) / 1e6, "hosts": HOSTS_PER_UNIT * size,
                "generate_s": round(time.perf_counter() - t0, 1)}
     spec = {
