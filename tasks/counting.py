@@ -7,7 +7,8 @@ starts again. `merge_partition` later sums one partition across every spill of e
 so peak memory is about
 
     workers x spill_items x ~120 bytes      (counting)
-  + distinct keys of one partition x ~150 bytes   (merging; shrink with more partitions)
+  + distinct keys of one partition x ~2 x ~150 bytes   (merging, spills folded in as they are
+                                                       read; shrink with more partitions)
 
 `spec.vocabulary.wikipedia.spill_items` and `.partitions` move the bound.
 """
@@ -91,9 +92,23 @@ class SpillCounter:
 
 def merge_partition(part_folders: list[Path], kind: str, p: int, min_count: int) -> pa.Table:
     """Sum counts of partition `p` of `kind` ("u" or "b") over all spills; keep count >= min_count."""
-    files = [f for d in part_folders for f in sorted((d / f"{kind}{p:03d}").glob("*.parquet"))]
-    if not files:
-        return pa.table({"key": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-    table = pa.concat_tables([pq.read_table(f) for f in files])
-    summed = table.group_by("key").aggregate([("count", "sum")]).rename_columns(["key", "count"])
+    summed = pa.table({"key": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for f in (f for d in part_folders for f in sorted((d / f"{kind}{p:03d}").glob("*.parquet"))):
+        pending.append(pq.read_table(f))
+        pending_rows += pending[-1].num_rows
+        # fold the spills in as they come, once they outweigh what is summed so far: memory is the
+        # partition's distinct keys plus about as many spilled rows, not every spill of every part
+        if pending_rows >= max(summed.num_rows, MERGE_BATCH_ROWS):
+            summed, pending, pending_rows = _sum_counts([summed, *pending]), [], 0
+    if pending:
+        summed = _sum_counts([summed, *pending])
     return summed.filter(pc.greater_equal(summed["count"], min_count))
+
+
+MERGE_BATCH_ROWS = 2_000_000
+
+
+def _sum_counts(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables).group_by("key").aggregate([("count", "sum")]).rename_columns(["key", "count"])

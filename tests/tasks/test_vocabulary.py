@@ -221,3 +221,25 @@ def test_popular_titles_in_parallel_sum_every_hour_and_count_what_was_skipped(tm
     for f in files:
         f.unlink()  # counted hours are cached units
     assert popular_titles(names, ["en"], 300, tmp_path / "pv", partitions=4) == want
+
+
+def test_partition_merge_folds_spills_in_batches_with_the_same_sums(tmp_path, monkeypatch):
+    """merge_partition sums spills as it reads them (memory: the partition's distinct keys, not
+    every spill of every part); the sums and the min-count cut are those of one big group-by."""
+    import random
+    from collections import Counter
+
+    from tasks import counting
+
+    rng = random.Random(1)
+    want: Counter[str] = Counter()
+    folders = []
+    for part in range(6):
+        for n in range(3):
+            c = Counter(f"w{rng.randint(0, 400)}" for _ in range(500))
+            counting.spill_counts(c, tmp_path / f"part{part}", "u", 1, n)
+            want.update(c)
+        folders.append(tmp_path / f"part{part}")
+    monkeypatch.setattr(counting, "MERGE_BATCH_ROWS", 300)
+    got = counting.merge_partition(folders, "u", 0, min_count=20)
+    assert dict(zip(got["key"].to_pylist(), got["count"].to_pylist())) == {k: v for k, v in want.items() if v >= 20}
