@@ -101,6 +101,58 @@ def pageview_rate() -> float | None:
     return lines / (t1.ru_utime + t1.ru_stime - t0.ru_utime - t0.ru_stime)
 
 
+SPEC_PARTITIONS, REHEARSAL_PARTITIONS = 256, 16  # data_specs/wit-400m.yaml vs bench/scale_inputs.py
+
+
+def memory_text(stage: str, t: dict, work: float) -> str:
+    """Peak RSS per process at the largest size, and where it grows, its value at full work."""
+    parts = []
+    for who in ("driver", "worker"):
+        mb, b = t[f"rss_{who}_mb"], t[f"growth_rss_{who}"] or 0.0
+        if not mb:
+            continue
+        if b < 0.2:
+            parts.append(f"{who} {mb:,.0f} MB (flat)")
+            continue
+        full = mb * (work / t["work"]) ** b
+        text = f"{who} {mb:,.0f} MB, grows x^{b:.2f}: ~{full / 1e3:,.1f} GB at full work"
+        if stage == "vocabulary" and who == "driver":  # the merge holds distinct keys / partitions
+            text += f", ~{full / 1e3 * REHEARSAL_PARTITIONS / SPEC_PARTITIONS:,.1f} GB with the spec's {SPEC_PARTITIONS} partitions"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def manifest_rates() -> dict | None:
+    """The manifest stage's per-row work, measured on real captions (../shared/data/tables): caption
+    cleaning (ftfy), BPE training (Hugging Face tokenizers, threads), and sha256 per byte."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    table = SHARED / "tables" / "laion400m-meta-10000.parquet"
+    if not table.exists():
+        return None
+    from training.tokenizer import clean, train_bpe
+
+    captions = [c for c in pq.read_table(table, columns=["TEXT"])["TEXT"].to_pylist() if c] * 5
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    c0 = cpu()
+    cleaned = [clean(c) for c in captions]
+    c1 = cpu()
+    train_bpe(cleaned, None, 49408)
+    c2 = cpu()
+    block, n = b"\0" * (1 << 20), 256
+    h, t0 = hashlib.sha256(), time.perf_counter()
+    for _ in range(n):
+        h.update(block)
+    sha = n * len(block) / (time.perf_counter() - t0)
+    return {"captions": len(captions), "clean_s": (c1 - c0) / len(captions), "bpe_cpu_s": (c2 - c1) / len(captions), "sha_bytes_s": sha}
+
+
 def fmt_n(x: float) -> str:
     return next((f"{x / d:,.1f}{u}" for d, u in ((1e9, "B"), (1e6, "M"), (1e3, "k")) if x >= d), f"{x:,.0f}")
 
@@ -110,7 +162,7 @@ def fmt_h(seconds: float) -> str:
 
 
 def projection(scale: dict, machines: int, cores: int, download_ratio: float, warc: dict | None,
-               pv_rate: float | None = None) -> str:
+               pv_rate: float | None = None, manifest_rates: dict | None = None) -> str:
     table = {t["stage"]: t for t in scale["table"]}
     big = scale["sizes"][-1]
     g = (lambda v: "-" if v is None else f"{v:.2f}")
@@ -128,14 +180,24 @@ def projection(scale: dict, machines: int, cores: int, download_ratio: float, wa
                      f"{t['disk_bytes'] / 1e6:,.1f} |")
     n_cores = machines * cores
     lines += ["", f"## Projection: `build-wit/wit-400m` on {machines} machines of {cores} cores ({n_cores} cores)", "",
-              "| stage | full-build work | core-hours | wall | peak RSS per worker | disk | where the work number comes from |",
+              "| stage | full-build work | core-hours | wall | peak RSS per process (measured at the largest size) | disk | where the work number comes from |",
               "|---|---|---|---|---|---|---|"]
     total_wall, total_core_h, disk_total = 0.0, 0.0, 0.0
     dominant = ("", 0.0)
     for s, (work, source) in FULL.items():
         t = table[s]
         core_s, drv_s = at_scale(scale, s, "cpu_s", work), at_scale(scale, s, "cpu_driver_s", work)
-        if s == "download":  # our selection per matched pair as measured; the fetch at img2dataset's rate
+        if s == "manifest" and manifest_rates:  # measured per caption and per byte: the rehearsal has too few rows
+            m = manifest_rates
+            clean_s, bpe_s, sha_s = work * m["clean_s"], work * m["bpe_cpu_s"], BALANCED * JPEG_256_BYTES / m["sha_bytes_s"]
+            core_s = clean_s + bpe_s + sha_s
+            wall = clean_s + bpe_s / cores + sha_s  # one process: caption cleaning and checksums serial, BPE on one machine's threads
+            source += (f"; serial in one process: caption cleaning {m['clean_s'] * 1e6:.0f} us each ({fmt_h(clean_s)}), "
+                       f"sha256 of the shards at {m['sha_bytes_s'] / 1e6:,.0f} MB/s ({fmt_h(sha_s)}), BPE training "
+                       f"{m['bpe_cpu_s'] * 1e6:.0f} core-us per caption on {cores} threads ({fmt_h(bpe_s / cores)}); measured on "
+                       f"{m['captions']:,} LAION captions")
+            disk = t["disk_bytes"] / t["work"] * work
+        elif s == "download":  # our selection per matched pair as measured; the fetch at img2dataset's rate
             fetch_wall = BALANCED / (IMG2DATASET_RATE * download_ratio * machines)
             wall = drv_s + (core_s - drv_s) / n_cores + fetch_wall
             core_s += fetch_wall * n_cores
@@ -150,10 +212,8 @@ def projection(scale: dict, machines: int, cores: int, download_ratio: float, wa
         else:
             wall = drv_s + (core_s - drv_s) / n_cores
             disk = t["disk_bytes"] / t["work"] * work
-        rss = max(t["rss_driver_mb"], t["rss_worker_mb"])
-        rss_note = "flat" if (t["growth_rss_worker"] or 0) < 0.2 and (t["growth_rss_driver"] or 0) < 0.2 else \
-            f"grows x^{max(t['growth_rss_worker'] or 0, t['growth_rss_driver'] or 0):.2f}"
-        lines.append(f"| {s} | {fmt_n(work)} {t['work_unit']} | {core_s / 3600:,.0f} | {fmt_h(wall)} | {rss:,.0f} MB ({rss_note}) | "
+        rss_text = memory_text(s, t, work)
+        lines.append(f"| {s} | {fmt_n(work)} {t['work_unit']} | {core_s / 3600:,.0f} | {fmt_h(wall)} | {rss_text} | "
                      f"{disk / 1e12:,.2f} TB | {source} |")
         total_wall += wall
         total_core_h += core_s / 3600
@@ -171,7 +231,36 @@ def projection(scale: dict, machines: int, cores: int, download_ratio: float, wa
               (f"Dominant cost: **{dominant[0]}** ({dominant[1] / 3600 / total_core_h:.0%} of the core-hours). "
                f"MetaCLIP's pools for scale: candidates from the crawl -> 1.6B matched -> ~400M balanced; "
                f"img2dataset: LAION-400M at ~{IMG2DATASET_RATE:,.0f} images/s per 16-core machine.")]
+    lines += ["", BOUNDS]
     return "\n".join(lines) + "\n"
+
+
+BOUNDS = """What each stage holds in memory, and what grows (the state a streaming stage cannot avoid):
+
+* **vocabulary**: a worker holds at most `spill_items` distinct keys (flat). The driver merges one
+  of `partitions` hash partitions at a time, folding spills in as it reads them: memory is about
+  twice a partition's distinct keys, which grow sublinearly with the corpus (new words and word
+  pairs keep appearing); the full spec's 256 partitions (16 in the rehearsal) cover enwiki. The
+  driver also holds the unigrams above the count threshold and the entries: O(vocabulary). The
+  merges and the PMI scoring run in the driver, one partition after another: that serial share is
+  what the wall-time column charges at full price.
+* **candidates**: one WARC per worker, flat; per-file dedup holds that file's uids.
+* **match**: every worker holds the automata: O(vocabulary entries) (the rehearsal's vocabulary
+  grew from the 10x to the 100x build, and the worker's memory with it); the cross-file dedup holds one
+  hash bucket of about 2M keys per worker (`tasks/dedup.py`), whatever the pool.
+* **balance**: one matched shard per worker plus the keep probability of every entry:
+  O(vocabulary). The baseline keeps a 4,096-bin histogram, then one bin's hashes.
+* **download**: selection works one matched shard at a time; the driver holds the distinct hosts
+  and their pinned addresses (`pinned_hosts.json`): O(hosts), ~100 bytes each, so ~1 GB for
+  10M hosts. img2dataset's processes are flat. Not charged above: after img2dataset, the driver
+  writes the training shards and the WebDataset tars one shard after another, in Python per row;
+  the rehearsal fetches too few rows to measure it. Next: run both per shard in the workers.
+* **manifest**: the BPE trainer (Hugging Face tokenizers) holds the distinct caption words; the
+  checksums stream. The rehearsal's largest build has few training rows (one synthetic host in 8
+  resolves), so the projection measures its per-row work apart, on real captions. It runs in one
+  process: cleaning every caption and checksumming every shard are serial, which at 400M rows
+  makes the manifest the longest step after the download. Next: train the tokenizer on a sample
+  of captions and checksum the shards in the download's workers as they are written."""
 
 
 def main() -> None:
@@ -182,7 +271,7 @@ def main() -> None:
     scale = json.loads((RESULTS / "scale.json").read_text())["extra"]
     dl = RESULTS / "download.json"
     ratio = json.loads(dl.read_text())["rows"][0]["ratio"] if dl.exists() else 1.0
-    text = projection(scale, a.machines, a.cores, ratio, real_warc_rate(), pageview_rate())
+    text = projection(scale, a.machines, a.cores, ratio, real_warc_rate(), pageview_rate(), manifest_rates())
     (RESULTS / "scale.md").write_text(text)
     print(text)
 
