@@ -7,8 +7,9 @@ Inputs (bench/scale_inputs.py) are generated per size and cached under .openwit/
 a multistream enwiki-style dump with its index, hourly pageview files, Common Crawl-style WARCs
 whose pages carry <img alt> pairs on thousands of hosts, and a loopback image server that
 answers for every host. One unit (1x) is about the sample world: 30k candidate pairs, 1,500
-articles (4 MB of XML), 40k pageview lines. Real WordNet (/usr/share/wordnet) joins the
-vocabulary as in a real build.
+articles (6.5 MB of XML), 4 hourly pageview files of 10k lines. Real WordNet
+(/usr/share/wordnet) joins the vocabulary as in a real build. On this project's 2-core machine
+the default sizes take about 15 minutes, input generation included.
 
 Each stage runs in a fresh process through the stage engine exactly as the flow runs it
 (tasks/build_stages.run_stage), so its figures are its own:

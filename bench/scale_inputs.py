@@ -1,7 +1,7 @@
 """Synthetic build-wit inputs of any size for bench/scale.py, consistent with each other.
 
 One unit (size 1) is about the sample world's size; size s is s units:
-  dump       1,500 articles per unit (about 4 MB of XML), Wikimedia's multistream layout: bz2
+  dump       1,500 articles per unit (about 6.5 MB of XML), Wikimedia's multistream layout: bz2
              streams of 100 pages after a header stream, an `offset:id:title` index, one dump
              file per 10 units (as enwiki comes in parts). Text is English words (WordNet's
              lemmas) drawn from a Zipf law, with collocations (two-word phrases) so bigrams have
