@@ -275,7 +275,7 @@ def _match_job(automata_path: str, in_path: str, out_path: str, case_sensitive: 
 
 
 def match(run: StageRun) -> Stats:
-    from tasks.dedup import bucket_keys, bucket_losers, n_buckets
+    from tasks.dedup import FILES_PER_SPLIT, bucket_keys, bucket_losers, n_buckets, split_losers
     from tasks.matching import automata_from_vocabulary, entry_counts
 
     files = sorted(run.input("candidates").glob("*.parquet"))
@@ -292,11 +292,13 @@ def match(run: StageRun) -> Stats:
     (dedup / "losers").mkdir(parents=True, exist_ok=True)
     run_parallel(bucket_losers, [(key_files, b, str(dedup / "losers" / f"{b:05d}.parquet")) for b in range(buckets)],
                  workers, ray, "match: dedup buckets", run.log)
+    run_parallel(split_losers, [(str(dedup / "losers"), a, min(a + FILES_PER_SPLIT, len(files)), str(dedup / "by_file"))
+                                for a in range(0, len(files), FILES_PER_SPLIT)], workers, ray, "match: dedup by file", run.log)
     automata_path = run.dir / "automata.pkl"  # pickled once; each worker process loads it once
     with open(automata_path, "wb") as fh:
         pickle.dump(automata_from_vocabulary(queries), fh)  # one automaton per language
     case_sensitive = next(iter(run.ctx.spec.vocabulary_specs().values())).case_sensitive
-    jobs = [(str(automata_path), str(f), str(run.dir / f.name), case_sensitive, str(dedup / "losers"), i) for i, f in enumerate(files)]
+    jobs = [(str(automata_path), str(f), str(run.dir / f.name), case_sensitive, str(dedup / "by_file"), i) for i, f in enumerate(files)]
     results = run_parallel(_match_job, jobs, workers, ray, "match: shards", run.log)
     shutil.rmtree(dedup)
     automata_path.unlink()

@@ -10,9 +10,12 @@ hash-partitioned sort in two parallel phases:
 2. `bucket_losers`, per bucket: that bucket's keys from every file (row-group statistics skip
    the rest), sorted by (uid, file, row); every key equal to the one before it is a loser
    (`losers/BBBBB.parquet`: file, row, sorted by file).
+3. `split_losers`, per range of 256 files: their losers from every bucket, regrouped as one
+   `by_file/NNNNN.npy` per file (so the number of file opens is buckets x ranges, not buckets x files).
 
-The match job of file i then reads the losers of file i and drops those rows. Memory per worker:
-one file's uids (phase 1), one bucket's keys (phase 2; `rows_per_bucket` picks the bucket count).
+The match job of file i then reads `by_file/i.npy` and drops those rows. Memory per worker:
+one file's uids (phase 1), one bucket's keys (phase 2; `rows_per_bucket` picks the bucket count),
+the losers of 256 files (phase 3).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def n_buckets(files: list[Path], rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
 
 def bucket_keys(in_path: str, file_index: int, buckets: int, out_path: str) -> dict[str, int]:
     """Phase 1 for one candidates file; returns its candidates per language (`lang` column)."""
-    t = pq.read_table(in_path)
+    t = pq.read_table(in_path, columns=[c for c in ("uid", "lang") if c in pq.read_schema(in_path).names])
     uids = t["uid"].to_pylist()
     bucket = np.fromiter((zlib.crc32(u.encode()) % buckets for u in uids), np.int32, len(uids))
     order = np.argsort(bucket, kind="stable")
@@ -71,8 +74,27 @@ def bucket_losers(key_files: list[str], bucket: int, out_path: str) -> int:
     return losers.num_rows
 
 
-def losers_of(losers_dir: Path, file_index: int) -> np.ndarray:
+def split_losers(losers_dir: str, first: int, last: int, out_dir: str) -> int:
+    """Phase 3 for files [first, last): their losers from every bucket, one `NNNNN.npy` of rows per
+    file, so a match job opens one small file instead of every bucket's."""
+    parts = [pq.read_table(f, filters=[("file", ">=", first), ("file", "<", last)])
+             for f in sorted(Path(losers_dir).glob("*.parquet"))]
+    t = pa.concat_tables(parts) if parts else pa.table({"file": pa.array([], pa.int32()), "row": pa.array([], pa.int64())})
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if not t.num_rows:
+        return 0
+    t = t.sort_by([("file", "ascending"), ("row", "ascending")])
+    files, rows = t["file"].to_numpy(), t["row"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
+    for a, b in zip(starts, [*starts[1:], len(files)]):
+        np.save(Path(out_dir) / f"{files[a]:05d}.npy", rows[a:b])
+    return len(starts)
+
+
+FILES_PER_SPLIT = 256
+
+
+def losers_of(by_file_dir: Path, file_index: int) -> np.ndarray:
     """Rows of candidates file `file_index` that an earlier file (or row) already holds."""
-    files = sorted(losers_dir.glob("*.parquet"))
-    rows = [pq.read_table(f, columns=["row"], filters=[("file", "=", file_index)])["row"].to_numpy() for f in files]
-    return np.concatenate(rows) if rows else np.array([], np.int64)
+    f = by_file_dir / f"{file_index:05d}.npy"
+    return np.load(f) if f.exists() else np.array([], np.int64)

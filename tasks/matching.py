@@ -93,13 +93,11 @@ def load_automata(path: str) -> dict[str, ahocorasick.Automaton]:
         return pickle.load(f)
 
 
-def match_shard(auto: ahocorasick.Automaton | dict | bytes, in_path: Path, out_path: Path, case_sensitive: bool = True,
+def match_shard(auto: ahocorasick.Automaton | dict, in_path: Path, out_path: Path, case_sensitive: bool = True,
                 language: str = "en", skip_rows: np.ndarray | None = None) -> Stats:
     """Candidates parquet -> matched rows (+ entry_ids) and per-entry counts; atomic, then marked done.
-    `auto`: one automaton (for `language`), or {language: automaton} (pickled or not).
+    `auto`: one automaton (for `language`), or {language: automaton}.
     `skip_rows`: rows another file already holds (tasks/dedup.py), dropped as duplicate_across_files."""
-    if isinstance(auto, bytes):
-        auto = pickle.loads(auto)
     automata = auto if isinstance(auto, dict) else {language: auto}
     table = pq.read_table(in_path)
     rows_in, dups = table.num_rows, 0

@@ -212,3 +212,17 @@ def test_fine_tuning_starts_from_imported_weights_with_their_tokenizer(tiny_buil
     meta = json.loads((tmp_path / "run/model/config.json").read_text())
     assert meta["tokenizer"] == json.loads((ck / "config.json").read_text())["tokenizer"]
     assert meta["model"]["text_cfg"]["vocab_size"] == 49408
+
+
+def test_match_stage_reads_every_candidate_and_keeps_each_pair_once(tiny_build):
+    """The seam between candidates and match: every candidate row is read, a pair found in several
+    WARC files is matched once (by the first file), and the dropped copies are counted."""
+    import pyarrow.parquet as pq
+
+    stages = {s: json.loads((tiny_build / s / "_stage.json").read_text())["stats"] for s in ("candidates", "match")}
+    cand = [u for f in sorted((tiny_build / "candidates").glob("*.parquet")) for u in pq.read_table(f, columns=["uid"])["uid"].to_pylist()]
+    assert stages["match"]["rows_in"] == stages["candidates"]["rows_out"] == len(cand)
+    assert stages["match"]["dropped"].get("duplicate_across_files", 0) == len(cand) - len(set(cand)) > 0  # the world repeats pages across WARCs
+    matched = [u for f in sorted((tiny_build / "match").glob("*.parquet")) if f.name != "entry_counts.parquet"
+               for u in pq.read_table(f, columns=["uid"])["uid"].to_pylist()]
+    assert len(matched) == len(set(matched)) == stages["match"]["rows_out"] > 0
