@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report, row  # noqa: E402
+from common import report, row
 
 
 def bench_resolution(n_hosts: int) -> tuple[dict, dict]:
@@ -56,7 +56,13 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.download.driver import EXTRA_COLUMNS, prepare_input, run_img2dataset, selection_table, write_training_shards
+    from tasks.download.driver import (
+        EXTRA_COLUMNS,
+        prepare_input,
+        run_img2dataset,
+        selection_table,
+        write_training_shards,
+    )
     from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, worker_env
     from tasks.specs import DownloadSpec, WorldSpec
     from tasks.world.generate import ensure_world

@@ -42,7 +42,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, report, row  # noqa: E402
+from common import ROOT, machine, report, row
 
 SCALE_DIR = ROOT / ".openwit" / "bench-scale"
 PORT = int(os.environ.get("OPENWIT_SCALE_PORT", "8799"))
@@ -157,7 +157,7 @@ def run_build(size: int, workers: int, log=print) -> dict:
     srv = serve_images(PORT)
     try:
         for stage in STAGES:
-            p = subprocess.run([sys.executable, __file__, "--run-stage", stage, "--spec", str(spec_path)], capture_output=True,
+            p = subprocess.run([sys.executable, __file__, "--run-stage", stage, "--spec", str(spec_path)], capture_output=True, check=False,
                                text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
             if p.returncode != 0:
                 raise RuntimeError(f"x{size} {stage} failed:\n{p.stderr[-4000:]}")

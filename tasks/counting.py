@@ -15,6 +15,7 @@ so peak memory is about
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -78,7 +79,7 @@ class SpillCounter:
         words = [t if is_word(t) else None for t in toks]
         self.unigrams.update(t for t in words if t is not None)
         self.total_tokens += len(toks)
-        self.bigrams.update(f"{a} {b}" for a, b in zip(words, words[1:]) if a is not None and b is not None)
+        self.bigrams.update(f"{a} {b}" for a, b in itertools.pairwise(words) if a is not None and b is not None)
         if len(self.unigrams) + len(self.bigrams) >= self.spill_items:
             self.spill()
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Self
 
 from tqdm import tqdm
 
@@ -94,7 +95,7 @@ class FileCountProgress:
             if self.log:
                 self.log(progress_text(self.desc, self._count(), self.total, time.monotonic() - self._t0))
 
-    def __enter__(self) -> FileCountProgress:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

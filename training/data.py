@@ -32,10 +32,11 @@ import json
 import math
 import queue
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple, Self
 
 import numpy as np
 import pyarrow.compute as pc
@@ -68,7 +69,7 @@ def crop_from_uniforms(img: Image.Image, size: int, u: np.ndarray, scale=(0.9, 1
     for u0, u1, u2, u3 in u.tolist():
         target = area * (scale[0] + u0 * (scale[1] - scale[0]))
         ar = math.exp(lr0 + u1 * (lr1 - lr0))
-        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+        cw, ch = round(math.sqrt(target * ar)), round(math.sqrt(target / ar))
         if 0 < cw <= w and 0 < ch <= h:
             x, y = int(u2 * (w - cw + 1)), int(u3 * (h - ch + 1))
             return img.resize((size, size), Image.BICUBIC, box=(x, y, x + cw, y + ch))
@@ -280,7 +281,7 @@ class ShardLoader:
         if self._pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> ShardLoader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -97,7 +97,7 @@ def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.source.name"] == "flows/pretrain.py" and len(run.data.tags["mlflow.source.git.commit"]) == 40
     manifest = json.loads((tiny_build / "manifest.json").read_text())
-    assert run.data.tags["openwit.build.prefect_flow_run_id"] == manifest["prefect_flow_run_id"] != None  # noqa: E711
+    assert run.data.tags["openwit.build.prefect_flow_run_id"] == manifest["prefect_flow_run_id"] is not None
     assert {"spec.yaml", "build"} <= {a.path for a in client.list_artifacts(res["run_id"])}
     assert {"build/manifest.json", "build/datacard.md"} <= {a.path for a in client.list_artifacts(res["run_id"], "build")}
     assert any(k.startswith("system/cpu") for k in run.data.metrics), sorted(run.data.metrics)
@@ -161,7 +161,7 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
 
     spec["train"]["steps"] = killed_at + 4  # finish a few steps after the kill
     spec_file.write_text(yaml.safe_dump(spec))
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     import re
 

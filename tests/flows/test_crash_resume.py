@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from tasks import engine
-
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -20,6 +20,7 @@ import yaml
 
 from tasks.datacard import sha256_file
 from tests.conftest import REPO, free_port
+from tests.flows.test_inputs_by_name import CRAWL, _named, mirror  # mirror: a fixture the wit-400m test uses
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -160,6 +161,34 @@ def test_build_wit_sample_zh_through_its_deployment(stack, tmp_path_factory):
     card = (out / "datacard.md").read_text()
     assert "## Languages" in card and any(line.startswith("| zh | ") for line in card.splitlines())
     assert {"language"} <= set(pq.read_table(out / "vocabulary/queries.parquet").column_names)
+
+
+def test_build_wit_400m_through_its_deployment_resolves_inputs_from_names(stack, mirror, tmp_path_factory):
+    """`prefect deployment run build-wit/wit-400m` with the shipped spec's named inputs (enwiki by
+    dump date, pageview days, a crawl id) pointed at the loopback mirror of the public sites, and
+    its cluster settings scaled to this machine: the worker resolves every input by name, builds,
+    and the manifest cites each file it read."""
+    assert stack["up"].returncode == 0
+    _, url, files, _ = mirror
+    out = tmp_path_factory.mktemp("build-400m")
+    spec = _named(yaml.safe_load((REPO / "data_specs/wit-400m.yaml").read_text()), url, url)
+    spec["output_dir"] = str(out)
+    spec.pop("ray")  # no Ray cluster here: processes on this machine
+    spec["vocabulary"]["wikipedia"].update(min_unigram_count=5, min_bigram_count=5, min_pmi=3.0)  # a tiny wiki
+    spec["vocabulary"]["pageviews"]["min_title_views"] = 50
+    spec["crawl"]["workers"] = spec["matching"]["workers"] = spec["balancing"]["workers"] = 1
+    spec["download"].update(image_size=32, processes=1, threads=8, retries=0, timeout=5, distributor="multiprocessing",
+                            allow_networks=["127.0.0.1/32"], number_sample_per_shard=1000, webdataset=False)
+    spec["tokenizer_vocab_size"] = 300
+    watched = _run_deployment(stack, "build-wit/wit-400m", spec)
+    assert f"{CRAWL} resolves to 2 WARC files" in watched, watched[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["totals"]["rows"] > 300
+    by_url = {i["url"]: i for i in m["inputs"]}
+    for name, meta in files.items():  # every multistream part and index, with the checksum the dump publishes
+        assert by_url[f"{url}/enwiki/20240601/{name}"]["sha1"] == meta["sha1"]
+    assert sum(i["source"] == "pageviews" for i in m["inputs"]) == 24
+    assert sum(i["source"] == "common_crawl" for i in m["inputs"]) == 2
 
 
 def test_down_leaves_nothing_running(stack):

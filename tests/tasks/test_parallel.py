@@ -27,7 +27,7 @@ def test_file_count_progress_reports_files_other_processes_write(tmp_path):
         for i in range(3):
             (tmp_path / f"{i:05d}_stats.json").write_text("{}")
             time.sleep(0.12)
-    assert any(line.startswith("download: shards: 1/4") or line.startswith("download: shards: 2/4") for line in lines[:-1])
+    assert any(line.startswith(("download: shards: 1/4", "download: shards: 2/4")) for line in lines[:-1])
     assert lines[-1].startswith("download: shards: 3/4 (75%)")
 
 

@@ -2,8 +2,8 @@ import bz2
 import gzip
 import json
 import threading
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.parquet as pq
@@ -15,7 +15,6 @@ from tasks.vocabulary import build_vocabulary
 from tasks.wikitext import iter_article_texts, wikitext_to_text
 from tasks.wordnet import synset_head_names
 from tasks.world.concepts import POISON
-
 from tests.conftest import shared
 
 PAGE = """<page><title>{t}</title><ns>{ns}</ns><id>1</id>{r}<revision><text>{x}</text></revision></page>"""
@@ -100,7 +99,7 @@ def test_wordnet_30_head_names():
 class FakeMediaWiki(BaseHTTPRequestHandler):
     calls = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):  # http.server's name
         q = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
         FakeMediaWiki.calls.append((q, self.headers.get("User-Agent")))
         if len(FakeMediaWiki.calls) == 1:  # the first request is rate limited
