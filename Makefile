@@ -40,8 +40,9 @@ demo: install
 	$(PY) -m flows.demo
 
 SEEDS ?= 1
+STEPS ?=
 compare: install
-	$(PY) -m flows.demo --compare --seeds $(SEEDS)
+	$(PY) -m flows.demo --compare --seeds $(SEEDS) $(if $(STEPS),--steps $(STEPS))
 
 bench: install
 	$(PY) bench/report.py

@@ -125,6 +125,20 @@ def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa
     return out, p_keep
 
 
+def drawn_entries(kept: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """For the kept rows, the entries whose own draw accepted the row (u < p), counted per entry:
+    (entry ids, counts). An entry's expected count is min(count, t): the distribution balancing
+    shapes, before the other entries of each kept caption ride along with it."""
+    if not kept.num_rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lists = kept["entry_ids"]
+    flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
+    row_of = np.repeat(np.arange(kept.num_rows), pc.list_value_length(lists).to_numpy())
+    u = uniform_draws(seed, np.array(kept["uid"].to_pylist(), dtype=object)[row_of], flat)
+    ids, n = np.unique(flat[u < p_entry[flat]], return_counts=True)
+    return ids.astype(np.int64), n.astype(np.int64)
+
+
 def _balance_job(match_file: str, p_entry_path: str, out_path: str, seed: int) -> dict:
     """Balance one matched shard into `out_path` (a unit of parallel work); its counts."""
     p_entry = np.load(p_entry_path)
@@ -140,7 +154,7 @@ def _balance_job(match_file: str, p_entry_path: str, out_path: str, seed: int) -
     pq.write_table(out, tmp)
     tmp.rename(out_path)
     return {"pool": matched.num_rows, "kept": out.num_rows, "expected": float(p_keep.sum()), "by_lang": by_lang,
-            "kept_entries": (np.asarray(ids, np.int64), np.asarray(n, np.int64))}
+            "kept_entries": (np.asarray(ids, np.int64), np.asarray(n, np.int64)), "drawn_entries": drawn_entries(out, p_entry, seed)}
 
 
 def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int | dict[str, int], seed: int,
@@ -164,13 +178,18 @@ def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t:
     kept = sum(r["kept"] for r in results)
     by_lang: dict[str, dict[str, int]] = {}
     kept_counts = np.zeros(len(p_entry), dtype=np.int64)
+    drawn_counts = np.zeros(len(p_entry), dtype=np.int64)
     for r in results:
         for lang, d in r["by_lang"].items():
             for col, n in d.items():
                 by_lang.setdefault(lang, {"pool": 0, "kept": 0})[col] += n
         ids, n = r["kept_entries"]
         kept_counts[ids] += n
-    pq.write_table(pa.table({"entry_id": counts["entry_id"], "count_after": kept_counts}), out_dir / "entry_counts_after.parquet")
+        ids, n = r["drawn_entries"]
+        drawn_counts[ids] += n
+    # count_after: matches in the kept pairs; drawn: kept pairs each entry's own draw accepted
+    pq.write_table(pa.table({"entry_id": counts["entry_id"], "count_after": kept_counts, "drawn": drawn_counts}),
+                   out_dir / "entry_counts_after.parquet")
     t_ref = t if isinstance(t, int) else t.get("en", next(iter(t.values()), 0))
     stats = {"pool": pool, "kept": kept, "expected_kept": round(sum(r["expected"] for r in results), 1), "t": t_ref, "seed": seed,
              "pairs_by_language": dict(sorted(by_lang.items()))}

@@ -7,6 +7,7 @@ datacard.md:   counts per stage, drop reasons, the balance plot, download succes
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -26,10 +27,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _head_share(counts: np.ndarray, t: int | np.ndarray) -> float:
-    """The share of all matches held by head entries (count >= t; t one number or one per entry)."""
+def _head_share(counts: np.ndarray, head: np.ndarray) -> float:
+    """The share of all counts held by the head entries (a mask: the entries with >= t matches in
+    the pool, the same entries before and after balancing)."""
     total = counts.sum()
-    return float(counts[counts >= t].sum() / total) if total else 0.0
+    return float(counts[head].sum() / total) if total else 0.0
 
 
 def count_bands(counts: np.ndarray, t: int) -> dict[str, int]:
@@ -37,7 +39,7 @@ def count_bands(counts: np.ndarray, t: int) -> dict[str, int]:
     0, 1-9, 10-99, 100-(t-1), >= t, with the edges at 10 and 100 dropped when t is below them."""
     edges = sorted({1, *(e for e in (10, 100) if e < t), t})
     bands = {"0": int((counts == 0).sum())}
-    for lo, hi in zip(edges, edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         bands[f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}"] = int(((counts >= lo) & (counts < hi)).sum())
     bands[f">={t}"] = int((counts >= t).sum())
     return bands
@@ -58,6 +60,8 @@ def balance_report(counts_path: Path, balance_dir: Path, t: int | dict[str, int]
     after_t = pq.read_table(balance_dir / "entry_counts_after.parquet")
     before = before_t["count"].to_numpy()
     after = after_t["count_after"].to_numpy()
+    # kept pairs each entry's own draw accepted (expected min(count, t)); None for an older balance stage
+    drawn = after_t["drawn"].to_numpy() if "drawn" in after_t.column_names else None
     queries = before_t["query"].to_pylist()
     languages = entry_languages(before_t)
     t_by_lang = {lang: t for lang in dict.fromkeys(languages)} if isinstance(t, int) else dict(t)
@@ -69,18 +73,25 @@ def balance_report(counts_path: Path, balance_dir: Path, t: int | dict[str, int]
     multi = len(t_by_lang) > 1
     for lang, lt in t_by_lang.items():
         sel = lang_arr == lang
-        for counts, label, ls in ((before[sel], "before balancing", "-"), (after[sel], "after balancing", "--")):
-            c = np.sort(counts[counts > 0])[::-1]
-            if len(c):
+        # every curve in the pool's order (most matched entry first), so that at the head line each
+        # curve reads the head's share the data card prints
+        matched = np.nonzero(before[sel] > 0)[0]
+        order_sel = matched[np.argsort(-before[sel][matched], kind="stable")]
+        curves = [(before[sel], "pool: matches", "-", "matches"), (after[sel], "balanced set: matches", "--", "matches")]
+        if drawn is not None:
+            curves.append((drawn[sel], "balanced set: draws that kept pairs", ":", "draws"))
+        for counts, label, ls, unit in curves:
+            c = counts[order_sel]
+            if c.sum():
                 name = f"{lang} {label}" if multi else label
-                ax.plot(np.arange(1, len(c) + 1), np.cumsum(c) / c.sum(), ls=ls, label=f"{name} ({int(c.sum())} matches)")
+                ax.plot(np.arange(1, len(c) + 1), np.cumsum(c) / c.sum(), ls=ls, label=f"{name} ({int(c.sum()):,} {unit})")
         head_n = int((before[sel] >= lt).sum())
         if head_n:
             ax.axvline(head_n, color="grey", ls=":", lw=0.8, label=f"{head_n} {lang + ' ' if multi else ''}head entries (count >= t={lt})")
     ax.set_xscale("log")
-    ax.set_xlabel("entries, sorted by match count")
-    ax.set_ylabel("cumulative share of matches")
-    ax.set_title("MetaCLIP balancing: cumulative match count" + (" per language" if multi else ""))
+    ax.set_xlabel("entries, sorted by their match count in the pool")
+    ax.set_ylabel("cumulative share")
+    ax.set_title("MetaCLIP balancing: cumulative share, head to tail" + (" per language" if multi else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(balance_dir / "balance.png", dpi=110)
@@ -91,12 +102,16 @@ def balance_report(counts_path: Path, balance_dir: Path, t: int | dict[str, int]
         per_language[lang] = {"t": lt, "entries": int(sel.sum()), "entries_matched": int((before[sel] > 0).sum()),
                               "matches": int(before[sel].sum()), "tail_share_at_t": round(t_to_p(before[sel], lt), 4),
                               "head_entries": int((before[sel] >= lt).sum()),
-                              "head_share_before": round(_head_share(before[sel], lt), 4),
-                              "head_share_after": round(_head_share(after[sel], lt), 4),
+                              "head_share_before": round(_head_share(before[sel], before[sel] >= lt), 4),
+                              "head_share_after": round(_head_share(after[sel], before[sel] >= lt), 4),
+                              "head_share_drawn": (round(_head_share(drawn[sel], before[sel] >= lt), 4)
+                                                   if drawn is not None else None),
                               "entries_by_count_band": count_bands(before[sel], lt)}
     first = next(iter(per_language.values()), {"entries_by_count_band": count_bands(before, 1)})
     return {"entries_by_count_band": first["entries_by_count_band"], "head_entries": int((before >= t_entry).sum()),
-            "head_share_before": round(_head_share(before, t_entry), 4), "head_share_after": round(_head_share(after, t_entry), 4),
+            "head_share_before": round(_head_share(before, before >= t_entry), 4),
+            "head_share_after": round(_head_share(after, before >= t_entry), 4),
+            "head_share_drawn": round(_head_share(drawn, before >= t_entry), 4) if drawn is not None else None,
             "top_entries": top, "plot": str(balance_dir / "balance.png"), "by_language": per_language}
 
 
@@ -162,12 +177,26 @@ def _languages_section(voc, bal: dict, candidates: dict[str, int]) -> str:
         rows.append(f"| {lang} | {vocab.get(lang, {}).get('entries', r['entries']):,} | {r['entries_matched']:,} | "
                     f"{candidates.get(lang, 0):,} | {r['matches']:,} | "
                     f"{pl['pool']:,} | {r['t']:,} | {r['tail_share_at_t']:.1%} | {r['head_share_before']:.1%} -> "
-                    f"{r['head_share_after']:.1%} | {pl['kept']:,} |")
+                    f"{_pct(r.get('head_share_drawn'))} / {r['head_share_after']:.1%} | {pl['kept']:,} |")
     rule = ("each language's own t: English keeps t, the others the t at which their tail holds the share of matches that "
             "English's tail holds at t (MetaCLIP 2)" if len(per) > 1 else "one language, one t")
     return ("## Languages\n" + f"Balancing per language: {rule}.\n\n"
             "| language | entries | entries matched | candidates | matches | matched pairs | t | tail share at t | "
-            "head share before -> after | pairs kept |\n|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "head share: pool -> draws / balanced matches | pairs kept |\n|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _head_lines(bal: dict) -> str:
+    """The head's share before and after balancing, in both of balancing's currencies."""
+    return (f"- of the matches in the pool (before): **{_pct(bal['head_share_before'])}**;\n"
+            f"- of the draws that kept pairs (after; a kept pair counts once for each entry whose own draw accepted it, "
+            f"so an entry expects min(count, t): the distribution balancing shapes): **{_pct(bal.get('head_share_drawn'))}**;\n"
+            f"- of the matches in the balanced set (after): {_pct(bal['head_share_after'])}. This share falls less: a pair "
+            "kept for a tail entry still matches every head entry its caption names (words such as \"of\" and \"the\" "
+            "ride along, as they do in MetaCLIP's pool).\n")
 
 
 def write_datacard(ctx, manifest: dict) -> Path:
@@ -205,9 +234,11 @@ vocabulary; {stages['candidates'].counts.get('all_caps_casefolded', 0):,} lower-
 {_table(voc.info['by_source'], ('source', 'entries'))}
 {langs}
 ## Balancing
-Head entries (>= t matches): {bal['head_entries']:,}; share of all matches held by the head:
-{bal['head_share_before']:.1%} before, {bal['head_share_after']:.1%} after. The unbalanced baseline
-(`data.subset: unbalanced`) is a uniform sample of {bal['unbalanced_baseline']:,} pairs of the whole matched pool.
+Head entries (>= t matches in the pool): {bal['head_entries']:,}. The head's share:
+
+{_head_lines(bal)}
+The unbalanced baseline (`data.subset: unbalanced`) is a uniform sample of {bal['unbalanced_baseline']:,} pairs of
+the whole matched pool.
 
 {_table(bal['entries_by_count_band'], ('matches per entry', 'entries'))}
 | top entry | matches before | after |

@@ -43,6 +43,10 @@ def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):
     card = (tiny_build / "datacard.md").read_text()
     assert "decompression_bomb" in card and "balance/balance.png" in card and (tiny_build / "balance/balance.png").exists()
     assert (tiny_build / "tokenizer.json").exists()
+    from tasks.engine import stage_stats
+
+    bal = stage_stats(tiny_build, "balance").info  # the head's share in both currencies, shown in the card
+    assert bal["head_share_drawn"] < bal["head_share_before"] and f"**{bal['head_share_drawn']:.1%}**" in card
 
 
 def test_rerun_skips_every_complete_stage(tiny_build, tiny_world, monkeypatch):

@@ -107,3 +107,32 @@ def test_balancing_in_parallel_workers_keeps_the_same_pairs(tmp_path):
         balance_shards(files, tmp_path / "counts.parquet", out, t=200, seed=7, workers=workers)
         kept.append([pq.read_table(f)["uid"].to_pylist() for f in sorted(out.glob("0*.parquet"))])
     assert kept[0] == kept[1] and 0 < sum(map(len, kept[0])) < 3000
+
+
+def test_data_card_head_share_falls_in_draws_while_a_ride_along_word_keeps_it_in_matches(tmp_path):
+    """A Zipf pool where every caption also names one stopword-like entry ("of"): the draws that
+    kept pairs give each head entry about t (so the head's share of draws falls to about half),
+    while the stopword rides along with every kept pair (so its matches stay far above t)."""
+    from tasks.datacard import balance_report
+
+    t, n_concepts = 20, 60
+    per = [max(1, round(3000 / (k + 1) ** 1.5)) for k in range(n_concepts)]  # entries 1..60, entry 0 = "of"
+    rows = [[0, 1 + k] for k, n in enumerate(per) for _ in range(n)]
+    table = pa.table({"uid": [f"{i:040x}" for i in range(len(rows))], "entry_ids": pa.array(rows, pa.list_(pa.int64()))})
+    pq.write_table(table, tmp_path / "m.parquet")
+    counts = np.array([len(rows), *per])
+    pq.write_table(pa.table({"entry_id": np.arange(len(counts)), "query": ["of"] + [f"c{k}" for k in range(n_concepts)],
+                             "count": counts}), tmp_path / "counts.parquet")
+    balance_shards([tmp_path / "m.parquet"], tmp_path / "counts.parquet", tmp_path / "bal", t=t, seed=0)
+    after = pq.read_table(tmp_path / "bal" / "entry_counts_after.parquet").to_pandas()
+    head = counts >= t
+    for e in np.nonzero(head)[0]:  # each head entry's own draws: Binomial(count, t / count)
+        assert abs(after["drawn"][e] - t) < 4 * np.sqrt(t), (e, after["drawn"][e])
+    assert (after["drawn"][~head] == counts[~head]).all()  # the tail draws every one of its pairs
+    r = balance_report(tmp_path / "counts.parquet", tmp_path / "bal", t)
+    want_drawn = (t * head.sum()) / (t * head.sum() + counts[~head].sum())
+    assert abs(r["head_share_drawn"] - want_drawn) < 0.05
+    assert r["head_share_before"] - r["head_share_drawn"] > 0.2
+    # "of" is in every kept pair: the balanced set's matches keep the head above half
+    assert after["count_after"][0] == after["count_after"][1:].sum() and r["head_share_after"] > 0.5
+    assert (tmp_path / "bal" / "balance.png").stat().st_size > 0
