@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, SHARED
 
+from tasks.specs import BuildSpec
+
 MATCH_SHARE = 0.5  # assumed share of candidate pairs that match the 500k-entry vocabulary (MetaCLIP does not publish it)
 # The work of a full wit-400m build, and where each number comes from.
 FULL = {
@@ -43,6 +45,7 @@ FULL = {
 }
 BALANCED = 400e6
 IMG2DATASET_RATE = 1300.0  # images/s per 16-core machine (img2dataset's LAION-400M figure)
+TOKENIZER_SAMPLE = BuildSpec.model_fields["tokenizer_sample_captions"].default
 JPEG_256_BYTES = 25_000     # ~ bytes of one 256 px JPEG at quality 95 (image + caption + metadata in parquet/tar)
 
 
@@ -189,13 +192,18 @@ def projection(scale: dict, machines: int, cores: int, download_ratio: float, wa
         core_s, drv_s = at_scale(scale, s, "cpu_s", work), at_scale(scale, s, "cpu_driver_s", work)
         if s == "manifest" and manifest_rates:  # measured per caption and per byte: the rehearsal has too few rows
             m = manifest_rates
-            clean_s, bpe_s, sha_s = work * m["clean_s"], work * m["bpe_cpu_s"], BALANCED * JPEG_256_BYTES / m["sha_bytes_s"]
+            sample = min(work, TOKENIZER_SAMPLE)  # the tokenizer learns from an even sample of the captions
+            clean_s, bpe_s, sha_s = sample * m["clean_s"], sample * m["bpe_cpu_s"], BALANCED * JPEG_256_BYTES / m["sha_bytes_s"]
             core_s = clean_s + bpe_s + sha_s
-            wall = clean_s + bpe_s / cores + sha_s  # one process: caption cleaning and checksums serial, BPE on one machine's threads
-            source += (f"; serial in one process: caption cleaning {m['clean_s'] * 1e6:.0f} us each ({fmt_h(clean_s)}), "
-                       f"sha256 of the shards at {m['sha_bytes_s'] / 1e6:,.0f} MB/s ({fmt_h(sha_s)}), BPE training "
-                       f"{m['bpe_cpu_s'] * 1e6:.0f} core-us per caption on {cores} threads ({fmt_h(bpe_s / cores)}); measured on "
-                       f"{m['captions']:,} LAION captions")
+            # the driver cleans the sample and trains the BPE on one machine's threads; the shards are
+            # checksummed in Ray tasks over every core (CPU-bound figure; each machine reads its share from disk)
+            wall = clean_s + bpe_s / cores + sha_s / n_cores
+            source += (f"; tokenizer on an even sample of {fmt_n(sample)} captions (`tokenizer_sample_captions`): cleaning "
+                       f"{m['clean_s'] * 1e6:.0f} us each ({fmt_h(clean_s)}, serial), BPE training {m['bpe_cpu_s'] * 1e6:.0f} "
+                       f"core-us per caption on {cores} threads ({fmt_h(bpe_s / cores)}); sha256 of the shards at "
+                       f"{m['sha_bytes_s'] / 1e6:,.0f} MB/s per core in parallel tasks ({fmt_h(sha_s / n_cores)} on {n_cores} cores; "
+                       f"each machine reads {BALANCED * JPEG_256_BYTES / machines / 1e12:,.2f} TB, so its disk may set the pace); "
+                       f"rates measured on {m['captions']:,} LAION captions")
             disk = t["disk_bytes"] / t["work"] * work
         elif s == "download":  # our selection per matched pair as measured; the fetch at img2dataset's rate
             fetch_wall = BALANCED / (IMG2DATASET_RATE * download_ratio * machines)
@@ -255,12 +263,10 @@ BOUNDS = """What each stage holds in memory, and what grows (the state a streami
   synthetic host names: 109 MB the set, 58 MB the resolved addresses), so ~1.7 GB for 10M hosts. img2dataset's processes are flat. Not charged above: after img2dataset, the driver
   writes the training shards and the WebDataset tars one shard after another, in Python per row;
   the rehearsal fetches too few rows to measure it. Next: run both per shard in the workers.
-* **manifest**: the BPE trainer (Hugging Face tokenizers) holds the distinct caption words; the
-  checksums stream. The rehearsal's largest build has few training rows (one synthetic host in 8
-  resolves), so the projection measures its per-row work apart, on real captions. It runs in one
-  process: cleaning every caption and checksumming every shard are serial, which at 400M rows
-  makes the manifest the longest step after the download. Next: train the tokenizer on a sample
-  of captions and checksum the shards in the download's workers as they are written."""
+* **manifest**: the BPE trainer (Hugging Face tokenizers) holds the distinct words of its caption
+  sample (at most `tokenizer_sample_captions`, 5M, spread evenly over the shards); the checksums
+  stream, one shard per task. The rehearsal's largest build has few training rows (one synthetic
+  host in 8 resolves), so the projection measures its per-row work apart, on real captions."""
 
 
 def main() -> None:

@@ -396,8 +396,9 @@ def manifest(run: StageRun) -> Stats:
 
     ctx = run.ctx
     shards = sorted((ctx.out / "shards").glob("*.parquet"))
-    train_bpe(shards, ctx.out / "tokenizer.json", vocab_size=ctx.spec.tokenizer_vocab_size)
-    m = write_manifest(ctx, shards)
+    train_bpe(shards, ctx.out / "tokenizer.json", vocab_size=ctx.spec.tokenizer_vocab_size,
+              max_captions=ctx.spec.tokenizer_sample_captions)
+    m = write_manifest(ctx, shards, ctx.spec.download.processes, ctx.spec.ray.address, run.log)
     write_datacard(ctx, m)
     return Stats(rows_in=m["totals"]["rows"], rows_out=m["totals"]["rows"], info={"shards": len(m["shards"])})
 
@@ -418,7 +419,8 @@ STAGE_LIST = [
     Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"),
           config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency"})),
     Stage("manifest", manifest, reads=("vocabulary", "candidates", "match", "balance", "download"),
-          owns=("manifest.json", "datacard.md", "tokenizer.json"), config=lambda ctx: ctx.spec.tokenizer_vocab_size),
+          owns=("manifest.json", "datacard.md", "tokenizer.json"),
+          config=lambda ctx: (ctx.spec.tokenizer_vocab_size, ctx.spec.tokenizer_sample_captions)),
 ]
 STAGES = [s.name for s in STAGE_LIST]
 BY_NAME = {s.name: s for s in STAGE_LIST}

@@ -115,15 +115,22 @@ def balance_report(counts_path: Path, balance_dir: Path, t: int | dict[str, int]
             "top_entries": top, "plot": str(balance_dir / "balance.png"), "by_language": per_language}
 
 
-def write_manifest(ctx, shards: list[Path]) -> dict:
+def shard_entry(path: str) -> dict:
+    """A training shard's manifest entry: rows, sha256, bytes and row groups (the loader's units)."""
+    s = Path(path)
+    meta = pq.read_metadata(s)
+    return {"path": f"shards/{s.name}", "rows": meta.num_rows, "sha256": sha256_file(s), "bytes": s.stat().st_size,
+            "row_groups": [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]}
+
+
+def write_manifest(ctx, shards: list[Path], workers: int = 1, ray_address: str | None = None, log=None) -> dict:
+    """manifest.json; the shards are read and checksummed in parallel (workers processes, or Ray
+    tasks on the cluster), since at full scale they are ~10 TB."""
     from tasks.engine import stage_stats
+    from tasks.parallel import run_parallel
     from tasks.specs import spec_hash
 
-    entries = []
-    for s in shards:
-        meta = pq.read_metadata(s)
-        entries.append({"path": f"shards/{s.name}", "rows": meta.num_rows, "sha256": sha256_file(s), "bytes": s.stat().st_size,
-                        "row_groups": [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]})  # the loader's units
+    entries = run_parallel(shard_entry, [(str(s),) for s in shards], workers, ray_address, "manifest: shard checksums", log)
     dl = stage_stats(ctx.out, "download")
     m = {
         "schema_version": MANIFEST_VERSION, "name": ctx.spec.name, "spec_hash": spec_hash(ctx.spec),

@@ -218,6 +218,8 @@ class BuildSpec(Strict):
     download: DownloadSpec = DownloadSpec()
     ray: RaySpec = RaySpec()
     tokenizer_vocab_size: int = 8192  # byte-level BPE trained on the build's captions
+    # ... on at most this many of them, spread evenly over the shards (all of a smaller build's)
+    tokenizer_sample_captions: int = Field(5_000_000, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -114,19 +114,34 @@ def _context_beside(path: Path) -> int | None:
     return None
 
 
-def _captions(shards: Iterable[Path]) -> Iterator[str]:
+def _captions(shards: Iterable[Path], max_captions: int | None = None) -> Iterator[str]:
+    """The shards' captions, cleaned; with max_captions, every k-th row of the build (k chosen from
+    the row counts in the parquet footers) so that at most max_captions are read, spread evenly."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    shards = list(shards)
+    every = 1
+    if max_captions:
+        total = sum(pq.read_metadata(s).num_rows for s in shards)
+        every = max(1, -(-total // max_captions))
+    start = 0  # the build-wide index of the shard's first row
     for s in shards:
-        for t in pq.read_table(s, columns=["caption"])["caption"].to_pylist():
+        col = pq.read_table(s, columns=["caption"])["caption"]
+        picked = col if every == 1 else col.take(pa.array(range((-start) % every, len(col), every), pa.int64()))
+        for t in picked.to_pylist():
             if t:
                 yield clean(t)
+        start += len(col)
 
 
-def train_bpe(source: Iterable[Path] | Iterable[str], out_path: str | Path | None = None, vocab_size: int = 8192) -> Tokenizer:
-    """Train a byte-level BPE on captions (parquet shards with a `caption` column, or strings)."""
+def train_bpe(source: Iterable[Path] | Iterable[str], out_path: str | Path | None = None, vocab_size: int = 8192,
+              max_captions: int | None = None) -> Tokenizer:
+    """Train a byte-level BPE on captions (parquet shards with a `caption` column, or strings); from
+    shards, on at most max_captions of them, evenly spread (a 400M-row build need not clean every
+    caption to learn 49k merges)."""
     items = list(source)
-    texts = _captions(items) if items and isinstance(items[0], Path) else (clean(t) for t in items)
+    texts = _captions(items, max_captions) if items and isinstance(items[0], Path) else (clean(t) for t in items)
     hf = HFTokenizer(models.BPE())
     hf.normalizer = normalizers.NFC()
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)

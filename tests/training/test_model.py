@@ -98,6 +98,26 @@ def test_tokenizer_round_trip_and_truncation(tmp_path):
     assert short[len(tok.encode("a red circle")) + 1] == tok.eot_id and short[-1] == 0
 
 
+def test_tokenizer_from_shards_reads_an_even_sample_when_capped(tmp_path):
+    """A build's tokenizer learns from at most max_captions captions, every k-th row across shard
+    boundaries (empty shards included), and from all of them without a cap."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.tokenizer import _captions
+
+    shards, n = [], 0
+    for k, rows in enumerate([7, 0, 13, 5]):
+        shards.append(tmp_path / f"{k:05d}.parquet")
+        pq.write_table(pa.table({"caption": [f"caption {n + i}" for i in range(rows)]}), shards[-1])
+        n += rows
+    assert list(_captions(shards)) == [f"caption {i}" for i in range(25)] == list(_captions(shards, 25))
+    assert list(_captions(shards, 8)) == [f"caption {i}" for i in range(0, 25, 4)]  # k = ceil(25 / 8)
+    assert list(_captions(shards, 1)) == ["caption 0"]
+    tok = train_bpe(shards, tmp_path / "tok.json", vocab_size=300, max_captions=8)
+    assert tok.decode(tok.encode("caption 24")) == "caption 24"
+
+
 def test_clip_bpe_merges_file(tmp_path):
     merges = ["#version: 0.2", "r e", "re d</w>", "c i", "ci r", "cir c", "l e</w>", "circ le</w>"]
     (tmp_path / "bpe.txt").write_text("\n".join(merges) + "\n")
