@@ -9,7 +9,7 @@ whose pages carry <img alt> pairs on thousands of hosts, and a loopback image se
 answers for every host. One unit (1x) is about the sample world: 30k candidate pairs, 1,500
 articles (6.5 MB of XML), 4 hourly pageview files of 10k lines. Real WordNet
 (/usr/share/wordnet) joins the vocabulary as in a real build. On this project's 2-core machine
-the default sizes take about 15 minutes, input generation included.
+the default sizes take 8 to 15 minutes (by the day), input generation included.
 
 Each stage runs in a fresh process through the stage engine exactly as the flow runs it
 (tasks/build_stages.run_stage), so its figures are its own:
