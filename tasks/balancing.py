@@ -41,10 +41,14 @@ def uid_u64(uids) -> np.ndarray:
 
 
 def uniform_draws(seed: int, uids: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
-    """u in [0, 1) for each (uid, entry); any uid string works (it is hashed whole)."""
+    """u in [0, 1) for each (uid, entry); any uid string works (it is hashed whole). The entry's key
+    is (seed << 40) | entry_id, so every (seed, entry) has its own stream (seed + entry_id gave
+    seed 1's entry 5 the stream of seed 0's entry 6); seed 0 keys are the entry ids, as before."""
+    if not 0 <= seed < 1 << 24:
+        raise ValueError(f"balancing.seed must be in [0, 2^24), got {seed}")
     u64 = uid_u64(uids) if uids.dtype.kind in "OU" else uids
     with np.errstate(over="ignore"):
-        x = _splitmix(u64 ^ _splitmix(np.uint64(seed) + entry_ids.astype(np.uint64)))
+        x = _splitmix(u64 ^ _splitmix((np.uint64(seed) << np.uint64(40)) | entry_ids.astype(np.uint64)))
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 

@@ -163,7 +163,7 @@ class MatchingSpec(Strict):
 
 class BalancingSpec(Strict):
     max_pairs_per_query: int = 20_000  # t: of English, or of the build's only language
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=1 << 24)  # the draws' seed (tasks/balancing.py: it fills the top 24 bits of the entry key)
     # the other languages of a multilingual build: a fixed t for those listed here; the rest follow
     # `language_t`: "english_tail" is MetaCLIP 2's rule (each language's t keeps the same share of
     # its matches in tail entries as English has at t; metaclip/curation: t_to_p, p_to_t), "same"

@@ -136,3 +136,16 @@ def test_data_card_head_share_falls_in_draws_while_a_ride_along_word_keeps_it_in
     # "of" is in every kept pair: the balanced set's matches keep the head above half
     assert after["count_after"][0] == after["count_after"][1:].sum() and r["head_share_after"] > 0.5
     assert (tmp_path / "bal" / "balance.png").stat().st_size > 0
+
+
+def test_each_seed_and_entry_draws_its_own_stream():
+    """Seed 1's entry 5 must not replay seed 0's entry 6 (a seed + entry key did); seed 0 is unchanged."""
+    from tasks.balancing import _splitmix, uid_u64, uniform_draws
+
+    uids = np.array([f"{i:040x}" for i in range(2000)], dtype=object)
+    e = lambda k: np.full(len(uids), k, dtype=np.int64)
+    assert not np.array_equal(uniform_draws(1, uids, e(5)), uniform_draws(0, uids, e(6)))
+    assert not np.array_equal(uniform_draws(1, uids, e(5)), uniform_draws(2, uids, e(5)))
+    with np.errstate(over="ignore"):  # seed 0: the streams every committed build was balanced with
+        old = (_splitmix(uid_u64(uids) ^ _splitmix(e(6).astype(np.uint64))) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    assert np.array_equal(uniform_draws(0, uids, e(6)), old)
