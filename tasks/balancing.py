@@ -109,8 +109,10 @@ def entry_thresholds(languages: list[str], t: int | dict[str, int]) -> np.ndarra
     return np.array([t[lang] for lang in languages], dtype=np.int64)
 
 
-def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa.Table, np.ndarray]:
-    """Rows of `matched` that survive balancing, and each row's P(keep)."""
+def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa.Table, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Rows of `matched` that survive balancing, each row's P(keep), and the draws per entry: for each
+    entry, how many rows its own draw accepted (entry ids, counts). An entry expects min(count, t)
+    draws: the distribution balancing shapes, before the other entries of a kept caption ride along."""
     lists = matched["entry_ids"]
     flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
     lengths = pc.list_value_length(lists).to_numpy()
@@ -126,28 +128,15 @@ def balance_table(matched: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[pa
     p_keep[np.isin(np.arange(matched.num_rows), row_of[p >= 1])] = 1.0
     keep_idx = np.nonzero(accepted)[0]
     out = matched.take(pa.array(keep_idx)).append_column("p_keep", pa.array(p_keep[keep_idx]))
-    return out, p_keep
-
-
-def drawn_entries(kept: pa.Table, p_entry: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """For the kept rows, the entries whose own draw accepted the row (u < p), counted per entry:
-    (entry ids, counts). An entry's expected count is min(count, t): the distribution balancing
-    shapes, before the other entries of each kept caption ride along with it."""
-    if not kept.num_rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    lists = kept["entry_ids"]
-    flat = pc.list_flatten(lists).to_numpy().astype(np.int64)
-    row_of = np.repeat(np.arange(kept.num_rows), pc.list_value_length(lists).to_numpy())
-    u = uniform_draws(seed, np.array(kept["uid"].to_pylist(), dtype=object)[row_of], flat)
-    ids, n = np.unique(flat[u < p_entry[flat]], return_counts=True)
-    return ids.astype(np.int64), n.astype(np.int64)
+    drawn_ids, drawn_n = np.unique(flat[u < p], return_counts=True)
+    return out, p_keep, (drawn_ids.astype(np.int64), drawn_n.astype(np.int64))
 
 
 def _balance_job(match_file: str, p_entry_path: str, out_path: str, seed: int) -> dict:
     """Balance one matched shard into `out_path` (a unit of parallel work); its counts."""
     p_entry = np.load(p_entry_path)
     matched = pq.read_table(match_file)
-    out, p_keep = balance_table(matched, p_entry, seed)
+    out, p_keep, drawn = balance_table(matched, p_entry, seed)
     by_lang: dict[str, dict[str, int]] = {}
     if "lang" in matched.column_names:
         for col, table in (("pool", matched), ("kept", out)):
@@ -158,7 +147,7 @@ def _balance_job(match_file: str, p_entry_path: str, out_path: str, seed: int) -
     pq.write_table(out, tmp)
     tmp.rename(out_path)
     return {"pool": matched.num_rows, "kept": out.num_rows, "expected": float(p_keep.sum()), "by_lang": by_lang,
-            "kept_entries": (np.asarray(ids, np.int64), np.asarray(n, np.int64)), "drawn_entries": drawn_entries(out, p_entry, seed)}
+            "kept_entries": (np.asarray(ids, np.int64), np.asarray(n, np.int64)), "drawn_entries": drawn}
 
 
 def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int | dict[str, int], seed: int,

@@ -17,7 +17,7 @@ def test_head_entry_is_capped_within_binomial_bounds_and_tail_kept_whole():
     # entry 0: 10,000 matches; entry 1: 50 matches (tail)
     table = pa.concat_tables([_matched(10_000, lambda i: [0]), _matched(50, lambda i: [1], offset=10_000)])
     p = keep_probabilities(np.array([10_000, 50]), t)
-    out, _ = balance_table(table, p, seed=0)
+    out, _, _ = balance_table(table, p, seed=0)
     ids = out["entry_ids"].to_pylist()
     kept_head = sum(1 for e in ids if e == [0])
     sd = np.sqrt(10_000 * 0.01 * 0.99)
@@ -29,7 +29,7 @@ def test_multi_match_pair_follows_one_minus_product():
     n = 20_000
     table = _matched(n, lambda i: [0, 1])
     p = np.array([0.2, 0.5])
-    out, p_keep = balance_table(table, p, seed=1)
+    out, p_keep, _ = balance_table(table, p, seed=1)
     expected = 1 - (1 - 0.2) * (1 - 0.5)
     assert np.allclose(p_keep, expected)
     assert abs(out.num_rows / n - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
