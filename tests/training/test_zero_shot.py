@@ -19,14 +19,14 @@ def test_exact_metrics_on_hand_built_logits():
 
 def test_template_averaged_classifier_equals_direct_computation():
     table = {"a cat.": [1.0, 0, 0], "the cat.": [0, 1.0, 0], "a dog.": [0, 0, 2.0], "the dog.": [0, 1.0, 1.0]}
-    enc = lambda texts: torch.tensor([table[t] for t in texts])  # noqa: E731
+    enc = lambda texts: torch.tensor([table[t] for t in texts])
     cls = class_embeddings(enc, ["cat", "dog"], ["a {}.", "the {}."])
-    n = lambda v: v / v.norm()  # noqa: E731
+    n = lambda v: v / v.norm()
     assert torch.allclose(cls[0], n(n(torch.tensor([1.0, 0, 0])) + n(torch.tensor([0, 1.0, 0]))))
     assert torch.allclose(cls[1], n(n(torch.tensor([0, 0, 2.0])) + n(torch.tensor([0, 1.0, 1.0]))))
     img = torch.nn.functional.normalize(torch.tensor([[1.0, 1, 0], [0, 0.2, 1]]), dim=-1)
     m, cm, per_class = zero_shot_classify(img, torch.tensor([0, 1]), cls)
-    assert m["top1"] == 1.0 and cm.tolist() == [[1, 0], [0, 1]]
+    assert m["top1"] == 1.0 and cm.tolist() == [[1, 0], [0, 1]] and per_class == [1.0, 1.0]
 
 
 def test_retrieval_with_several_captions_per_image():
