@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, debug_model, report, row  # noqa: E402
+from common import ROOT, debug_model, report, row
 
 
 def main() -> None:
     import torch
-
     from tasks.suites import resolve_suite
     from training.eval_data import batches, run_suite
     from training.eval_report import suite_data
+
     from training.tokenizer import Tokenizer
     from training.zero_shot import image_features
 

@@ -33,14 +33,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, SHARED, report, row  # noqa: E402
+from common import ROOT, SHARED, report, row
 
 
 def wiki_captions(path: Path) -> list[str]:
     """The caption (last top-level `|` field) of every [[File:]]/[[Image:]] link, markup removed."""
     text = bz2.open(path, "rt", encoding="utf-8").read()
     caps = []
-    for page in re.findall(r"<text[^>]*>(.*?)</text>", text, re.S):
+    for page in re.findall(r"<text[^>]*>(.*?)</text>", text, re.DOTALL):
         page = html.unescape(page)
         for m in re.finditer(r"\[\[(?:File|Image):", page):
             i, depth = m.end(), 1
@@ -66,7 +66,7 @@ def wiki_captions(path: Path) -> list[str]:
                 continue
             cap = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", cur)
             cap = re.sub(r"\{\{.*?\}\}|'''?|<[^>]+>", "", cap).strip()
-            if 3 <= len(cap.split()) <= 30 and "=" not in cap and not re.search(r"\.(svg|jpe?g|png|gif|ogg|tiff?)$", cap, re.I):
+            if 3 <= len(cap.split()) <= 30 and "=" not in cap and not re.search(r"\.(svg|jpe?g|png|gif|ogg|tiff?)$", cap, re.IGNORECASE):
                 caps.append(cap)
     return caps
 
@@ -76,7 +76,7 @@ def detectors(extra: list[str]) -> dict:
     out = {}
     from resiliparse.parse.lang import detect_fast
 
-    from tasks.candidates import detect_lang
+    from tasks.crawl.langid import detect_lang
 
     out["openwit: fastText lid.176 + kana rule (tasks/candidates.py)"] = detect_lang
     try:
@@ -134,7 +134,7 @@ def short_captions(en: list[str], others: dict[str, list[str]]) -> dict[str, lis
     out: dict[str, list[str]] = {"zh": [], "ja": [], "en": []}
     warc = SHARED / "warc" / "cc-main-2020-34-excerpt.warc.gz"
     if warc.exists():
-        from tasks.candidates import iter_warc
+        from tasks.crawl.warc import iter_warc
         from tasks.engine import Stats
         from tasks.specs import CrawlSpec
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, report, row, run_child  # noqa: E402
+from common import ROOT, report, row, run_child
 
 BENCH = ROOT / ".openwit" / "bench"
 

@@ -5,9 +5,9 @@
 Vocabulary: WordNet 3.0 head names, the words of the real Wikipedia excerpt, and bigrams of
 those words up to --entries (MetaCLIP's ~500k). Captions: the 10,000 real LAION captions of
 ../shared/data/tables, cycled to --captions. All three give the same entry ids (checked).
-  ours:         tasks.matching.match_texts as the build runs it (one pass per caption; a batched
+  ours:         tasks.curate.matching.match_texts as the build runs it (one pass per caption; a batched
                 variant that joined captions measured 0.88x and was dropped)
-  pyahocorasick: the straightforward loop, tasks.matching.match_text per caption
+  pyahocorasick: the straightforward loop, tasks.curate.matching.match_text per caption
   plain loop:   `' ' + entry + ' ' in spaced(caption)` over every entry (sampled: it is slow)
 Captions per second per core (one process).
 """
@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, peak_rss_mb, report, row  # noqa: E402
+from common import SHARED, peak_rss_mb, report, row
 
 
 def vocabulary(n: int) -> list[str]:
     import bz2
 
-    from tasks.wordnet import synset_head_names
+    from tasks.vocabulary.wordnet import synset_head_names
 
     names: set[str] = set()
     try:
@@ -47,8 +47,8 @@ def vocabulary(n: int) -> list[str]:
 def main() -> None:
     import pyarrow.parquet as pq
 
-    from tasks.matching import build_automaton, match_text, match_texts
-    from tasks.text_rules import spaced
+    from tasks.curate.matching import build_automaton, match_text, match_texts
+    from tasks.vocabulary.text_rules import spaced
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=500_000)

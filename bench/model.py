@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report, row, run_child  # noqa: E402
+from common import report, row, run_child
 
 CHILD = r"""
 import json, statistics, sys, time, resource, torch

@@ -54,7 +54,7 @@ def real_warc_rate() -> dict | None:
     warc = SHARED / "warc" / "cc-main-2020-34-excerpt.warc.gz"
     if not warc.exists():
         return None
-    from tasks.candidates import extract_file
+    from tasks.crawl.extract import extract_file
     from tasks.specs import CrawlSpec
 
     extract_file("warc", str(warc), CrawlSpec(), Path(tempfile.mkdtemp()) / "warm.parquet")  # load fastText once
@@ -87,7 +87,7 @@ PAGEVIEW_LINES = 624 * 7e6  # MetaCLIP's 26 days x 24 hourly files of ~7M lines 
 
 def pageview_rate() -> float | None:
     """Pageview lines counted per core-second (one hourly file of the rehearsal's inputs, all in one job)."""
-    from tasks.pageviews import count_pageview_file
+    from tasks.vocabulary.pageviews import count_pageview_file
 
     files = sorted((ROOT / ".openwit" / "bench-scale").glob("x*/inputs/pageviews/*.gz"))
     if not files:

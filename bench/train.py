@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import debug_model, report, row, sample_build  # noqa: E402
+from common import debug_model, report, row, sample_build
 
 
 def flops_per_sample(model, image_size: int) -> float:

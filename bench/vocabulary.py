@@ -27,12 +27,12 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, report, row, run_child  # noqa: E402
+from common import SHARED, report, row, run_child
 
 OURS = r"""
 import json, sys, time, resource, tempfile
 from pathlib import Path
-from tasks.vocabulary import count_dump_part
+from tasks.vocabulary.build import count_dump_part
 t0 = time.perf_counter()
 with tempfile.TemporaryDirectory() as d:
     r = count_dump_part(sys.argv[1], str(Path(d) / "part"), 16, int(sys.argv[2]), True, sys.argv[3] if len(sys.argv) > 3 else "en")
@@ -44,8 +44,8 @@ print(json.dumps({"s": time.perf_counter() - t0, "rss_mb": resource.getrusage(re
 NAIVE = r"""
 import json, sys, time, resource
 from collections import Counter
-from tasks.wikitext import iter_article_texts
-from tasks.text_rules import tokens, is_word
+from tasks.vocabulary.wikitext import iter_article_texts
+from tasks.vocabulary.text_rules import tokens, is_word
 t0 = time.perf_counter()
 uni, bi, n = Counter(), Counter(), 0
 for _title, text in iter_article_texts(sys.argv[1]):
@@ -67,13 +67,12 @@ def make_corpus(src: Path, mb: float, out: Path, vary: bool) -> float:
     xml = bz2.decompress(src.read_bytes()).decode("utf-8")
     first, last = xml.index("<page>"), xml.rindex("</page>") + len("</page>")
     head, pages, tail = xml[:first], xml[first:last], xml[last:]
-    text_mb = sum(len(m.group(1).encode()) for m in re.finditer(r"<text[^>]*>(.*?)</text>", pages, re.S)) / 1e6
+    text_mb = sum(len(m.group(1).encode()) for m in re.finditer(r"<text[^>]*>(.*?)</text>", pages, re.DOTALL)) / 1e6
     reps = max(1, int(mb * 1e6 / len(pages.encode())) + 1)
     word = re.compile(r"\b([aeiouAEIOU][a-z]{6,})\b")
     with open(out, "w", encoding="utf-8") as f:
         f.write(head)
-        for k in range(reps):
-            f.write(word.sub(lambda m, k=k: f"{m.group(1)}x{k}", pages) if vary else pages)
+        f.writelines(word.sub(lambda m, k=k: f"{m.group(1)}x{k}", pages) if vary else pages for k in range(reps))
         f.write(tail)
     return text_mb * reps
 
@@ -94,8 +93,7 @@ def make_zh_corpus(mb: float, out: Path) -> float:
     reps = max(1, int(mb / text_mb) + 1)
     with open(out, "w", encoding="utf-8") as f:
         f.write('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="zh">')
-        for _ in range(reps):
-            f.write(pages)
+        f.writelines(pages for _ in range(reps))
         f.write("</mediawiki>")
     return text_mb * reps
 

@@ -3,7 +3,7 @@
     prefect deployment run build-wit/sample        # on the local stack (openwit up)
     openwit build data_specs/sample.yaml           # in-process, ephemeral Prefect
 
-Each step is a plain function in tasks/build_stages.py run by the stage engine (tasks/engine.py);
+Each step is a plain function in tasks/stages.py run by the stage engine (tasks/engine.py);
 the Prefect task around it only names it, logs one summary line, publishes an artifact, and
 reports a stage the engine found complete as a `Cached` state. It retries only errors that a
 retry can change (I/O), never a deterministic one.
@@ -20,15 +20,24 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 
-from tasks import build_stages
+from tasks import stages as build_stages
+from tasks.context import BuildContext, make_context
 from tasks.engine import Stats
 from tasks.specs import BuildSpec, SpecError, load_spec
 
+SHOWN_REASONS = 6  # drop reasons named in a summary line; the rest are counted as "and N more"
+
 
 def summary_line(stage: str, stats: Stats, skipped: bool) -> str:
-    top = ", ".join(f"{r} {n:,}" for r, n in stats.dropped.most_common(3))
+    """`<stage> N in -> M out; dropped D (reason n, ...)`: every reason, or the first few and
+    `and K more reasons n (names)`, so the numbers add up to D."""
+    reasons = stats.dropped.most_common()
+    shown = ", ".join(f"{r} {n:,}" for r, n in reasons[:SHOWN_REASONS])
+    rest = reasons[SHOWN_REASONS:]
+    if rest:
+        shown += f", and {len(rest)} more reasons {sum(n for _, n in rest):,} ({', '.join(r for r, _ in rest)})"
     return (f"{stage:10s} {stats.rows_in:>10,} in -> {stats.rows_out:>10,} out"
-            + (f"; dropped {sum(stats.dropped.values()):,} ({top})" if stats.dropped else "")
+            + (f"; dropped {sum(stats.dropped.values()):,} ({shown})" if stats.dropped else "")
             + (" [cached]" if skipped else ""))
 
 
@@ -40,7 +49,7 @@ def _retry_io_only(task, task_run, state) -> bool:
 
 
 @task(name="build-stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_io_only)
-def run_stage(ctx: build_stages.BuildContext, stage: str):
+def run_stage(ctx: BuildContext, stage: str):
     logger = get_run_logger()
     ctx.log = logger.info
     try:
@@ -73,8 +82,11 @@ def _run_name() -> str:
 def build_wit(spec: str | dict[str, Any] = "data_specs/sample.yaml", out: str | None = None,
               stages: list[str] | None = None) -> dict:
     """Build CLIP's WIT dataset from a spec (a path under data_specs/ or a mapping)."""
+    from prefect.runtime import flow_run
+
     s: BuildSpec = load_spec(spec, BuildSpec)  # fails before any work, with one clear line
-    ctx = build_stages.make_context(s, Path(out).resolve() if out else None, log=get_run_logger().info)
+    ctx = make_context(s, Path(out).resolve() if out else None, log=get_run_logger().info)
+    ctx.flow_run_id = str(flow_run.id) if flow_run.id else None  # the manifest links a training run back to this run
     wanted = stages or build_stages.STAGES
     results = {}
     for stage in build_stages.STAGES:
@@ -87,7 +99,7 @@ def build_wit(spec: str | dict[str, Any] = "data_specs/sample.yaml", out: str | 
     if manifest.exists() and "manifest" in wanted:
         m = json.loads(manifest.read_text())
         create_table_artifact(key=f"{s.name}-shards".lower(), table=m["shards"][:200], description="training shards")
-        from tasks.datacard import inline_images
+        from tasks.manifest.datacard import inline_images
 
         create_markdown_artifact(key=f"{s.name}-datacard".lower(), markdown=inline_images((ctx.out / "datacard.md").read_text(), ctx.out),
                                  description=f"data card: {ctx.out / 'datacard.md'}")

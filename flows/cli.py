@@ -4,7 +4,9 @@
     openwit build SPEC [--out DIR] [--stages vocabulary,candidates,...]
     openwit pretrain SPEC
     openwit evaluate SPEC                 evaluate a checkpoint / registered model on suites
-    openwit validate SPEC...              check specs without running anything
+    openwit validate SPEC... [--resolve]  check specs without running anything (offline; --resolve also
+                                          resolves inputs named instead of listed, which fetches listings)
+    openwit resolve SPEC                  print what a build spec's named inputs resolve to
     openwit world [--size tiny]           generate the sample world (cached)
     openwit import-weights WEIGHTS --model ViT-B-32-quickgelu --out DIR [--bpe FILE]
                                           open_clip / OpenAI weights -> an openwit checkpoint
@@ -30,7 +32,7 @@ def _ephemeral_prefect() -> None:
 
 
 def cmd_build(a) -> int:
-    from tasks.build_stages import make_context
+    from tasks.context import make_context
     from tasks.specs import BuildSpec, load_spec
 
     make_context(load_spec(a.spec, BuildSpec), log=lambda *_: None)  # invalid spec / missing input: one line, no work
@@ -67,15 +69,27 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_validate(a) -> int:
+    """Offline by default: the schema, local files and table columns; `--resolve` also resolves
+    named inputs (a dump by date, pageview days, a crawl by id), which reads their listings."""
+    from tasks.context import make_context
     from tasks.specs import load_spec
-
-    from tasks.build_stages import make_context
 
     for s in a.specs:
         spec = load_spec(s)
         if spec.kind == "build-wit":  # inputs too: files exist, table columns are there
-            make_context(spec, log=lambda *_: None)
-        print(f"{s}: ok ({spec.kind} {spec.name})")
+            make_context(spec, log=lambda *_: None, resolve_named=a.resolve)
+        print(f"{s}: ok ({spec.kind} {spec.name})" + ("" if a.resolve or spec.kind != "build-wit" else
+                                                       "; named inputs not resolved (add --resolve)"))
+    return 0
+
+
+def cmd_resolve(a) -> int:
+    """What a build spec's inputs resolve to: every file it would read, and the names resolved."""
+    from tasks.context import make_context
+    from tasks.specs import BuildSpec, load_spec
+
+    ctx = make_context(load_spec(a.spec, BuildSpec), log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"resolved": ctx.resolved, "inputs": ctx.inputs}, indent=1))
     return 0
 
 
@@ -97,7 +111,7 @@ def cmd_import_weights(a) -> int:
 
 
 def cmd_export_open_clip(a) -> int:
-    from flows.evaluate import checkpoint_folder
+    from flows.configs import checkpoint_folder
     from training import tracking
     from training.convert import export_open_clip
 
@@ -134,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate", help="run evaluate in-process")
     e.add_argument("spec")
     e.set_defaults(fn=cmd_evaluate)
-    v = sub.add_parser("validate", help="validate specs")
+    v = sub.add_parser("validate", help="validate specs (offline)")
     v.add_argument("specs", nargs="+")
+    v.add_argument("--resolve", action="store_true", help="also resolve named inputs (reads their listings over the network)")
     v.set_defaults(fn=cmd_validate)
+    r = sub.add_parser("resolve", help="print what a build spec's named inputs resolve to")
+    r.add_argument("spec")
+    r.set_defaults(fn=cmd_resolve)
     w = sub.add_parser("world", help="generate the sample world")
     w.add_argument("--size", default="default", choices=["default", "tiny"])
     w.add_argument("--seed", type=int, default=0)

@@ -28,19 +28,13 @@ def run_deployment(name: str, params: dict | None = None) -> None:
 BARS = {"zeroshot/sample-concepts/top1": 0.5}  # chance is 1/240; see the README for measured values
 
 
-def _stage_stats(build, stage: str) -> dict:
-    from tasks.engine import stage_stats
-
-    st = stage_stats(build, stage)
-    return st.to_dict() if st else {}
-
-
 def run_metrics(run_dir) -> dict:
     """The final evaluation metrics of the MLflow run a pretrain run dir belongs to."""
+    from training.run_dir import RunDir
     from training.tracking import final_metrics
 
-    id_file = run_dir / "mlflow_run_id"
-    return final_metrics(stack.urls()["mlflow"], id_file.read_text().strip()) if id_file.exists() else {}
+    run_id = RunDir(run_dir).mlflow_run_id
+    return final_metrics(stack.urls()["mlflow"], run_id) if run_id else {}
 
 
 def summary() -> None:
@@ -49,16 +43,18 @@ def summary() -> None:
     run_dir = REPO_ROOT / ".openwit/runs/sample"
     u = stack.urls()
     from flows.build_wit import summary_line
-    from tasks.engine import stage_stats
+    from tasks.stages import stage_stats
+    from training.run_dir import RunDir
 
     print("\n== openwit demo summary")
     for stage in ("vocabulary", "candidates", "match", "balance", "download"):
         st = stage_stats(build, stage)
         if st:
             print(summary_line(stage, st, False))
-    b = _stage_stats(build, "balance").get("info", {})
-    print(f"balance    : the head's share at t = {b.get('t')}: {b.get('head_share_before')} of the pool's matches -> "
-          f"{b.get('head_share_drawn')} of the draws that kept pairs ({b.get('head_share_after')} of the balanced set's matches)")
+    b = stage_stats(build, "balance")
+    if b:
+        print(f"balance    : the head's share at t = {b.t}: {b.head_share_before:.1%} of the pool's matches -> "
+              f"{b.head_share_drawn:.1%} of the draws that kept pairs ({b.head_share_after:.1%} of the balanced set's matches)")
     print(f"shards     : {m['totals']['rows']:,} rows in {len(m['shards'])} shards, {m['totals']['bytes'] / 1e6:.1f} MB")
     res = run_metrics(run_dir)
     if res:
@@ -66,7 +62,7 @@ def summary() -> None:
         for k, val in sorted(res.items()):
             bar = BARS.get(k)
             print(f"  {k:50s} {val:.3f}" + (f"  ({'meets' if val >= bar else 'BELOW'} the bar {bar})" if bar else ""))
-    run_id = (run_dir / "mlflow_run_id").read_text().strip() if (run_dir / "mlflow_run_id").exists() else None
+    run_id = RunDir(run_dir).mlflow_run_id
     print(f"Prefect UI : {u['prefect']}/runs")
     print(f"MLflow UI  : {u['mlflow']}" + (f"  (run {run_id}, experiment openwit-sample)" if run_id else ""))
     print(f"data card  : {build / 'datacard.md'}")

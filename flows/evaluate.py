@@ -1,20 +1,23 @@
-"""The evaluate flow: a trained model on declared suites, logged to MLflow.
+"""The evaluate flow: a trained model on declared suites, logged to MLflow and as clip_benchmark JSON.
 
     prefect deployment run evaluate/sample        # on the local stack
     openwit evaluate data_specs/evaluate-sample.yaml
 
-`checkpoint` is a folder written by `pretrain` (`<run_dir>/model`) or a registered MLflow model
-(`models:/<name>/<version>`). Metrics go into the training run when the spec names `run_id`, and
-otherwise into a new run nested under the training run (found from the checkpoint's folder), so
-they sit next to the metrics `pretrain` logged during training, under the same names
-(`zeroshot/<suite>/top1`, `retrieval/<suite>/i2t_recall_at_5`, `linprobe/<suite>/top1`).
-Class text embeddings are cached on disk per (model weights, suite).
+`checkpoint` is a folder written by `pretrain` (`<run_dir>/model`), an imported one, or a
+registered MLflow model (`models:/<name>/<version>`). The model runs on the spec's `device`
+(auto: CUDA when there is one), images decoded by `workers` processes. Metrics go into the
+training run when the spec names `run_id`, and otherwise into a new run nested under the training
+run (found from the checkpoint's folder), under the same names as `pretrain` logs them
+(`zeroshot/<suite>/top1`, `retrieval/<suite>/i2t_recall_at_5`, `linprobe/<suite>/top1`); each
+suite's results are also written in clip_benchmark's format (`results_dir`). Class text
+embeddings are cached on disk per (model weights, suite).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,37 +25,46 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.datacard import sha256_file
-from tasks.specs import EvaluateSpec, load_spec, state_dir
-from tasks.suites import resolve_suites
-from training.checkpoint import checkpoint_folder  # noqa: F401 - where the CLI and tests find it
+from flows.configs import checkpoint_folder, suite_configs
+from tasks.manifest.manifest import sha256_file
+from tasks.specs import EvaluateSpec, SpecError, load_spec, resolve_path, state_dir
+from training.config import SuiteConfig
+from training.run_dir import RunDir
 
 
-def source_run_id(folder: Path) -> str | None:
-    """The training run a checkpoint folder came from (`pretrain` writes `<run_dir>/mlflow_run_id`)."""
-    f = folder.parent / "mlflow_run_id"
-    return f.read_text().strip() if f.exists() else None
+def choose_device(wanted: str) -> str:
+    """The spec's device: `auto` is CUDA when torch sees one; `cuda` without one fails in one line."""
+    import torch
+
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"device: cuda, but torch {torch.__version__} sees no CUDA device here "
+                        f"(a CPU build of torch, or no GPU); use device: auto or cpu")
+    return wanted
 
 
-@task(name="evaluate-suite", task_run_name="{suite[name]}")
-def evaluate_suite(folder: Path, weights_sha: str, suite: dict, cache_dir: Path) -> tuple[dict, dict, float]:
+@task(name="evaluate-suite", task_run_name="{suite.name}")
+def evaluate_suite(folder: Path, weights_sha: str, suite: SuiteConfig, cache_dir: Path, device: str, workers: int,
+                   batch_size: int) -> tuple[dict, dict, float]:
     """(metrics, artifacts, images/s) for one suite; class embeddings cached per (weights, suite)."""
     import torch
     from safetensors.torch import load_file, save_file
 
     from training.checkpoint import load_model
-    from training.eval_data import run_suite
-    from training.eval_report import suite_data
+    from training.eval.datasets import suite_data
+    from training.eval.suite import run_suite
 
-    model, tok, pre = load_model(folder)
-    key = (weights_sha, suite["name"])
-    suite_key = hashlib.sha256(json.dumps([suite.get("classnames"), suite.get("templates")], sort_keys=True).encode()).hexdigest()[:12]
-    cache_file = cache_dir / key[0] / f"{suite['name']}-{suite_key}.safetensors"
+    model, tok, pre = load_model(folder, device=device)
+    suite_key = hashlib.sha256(json.dumps([suite.classnames, suite.templates], sort_keys=True, default=list).encode()).hexdigest()[:12]
+    cache_file = cache_dir / weights_sha / f"{suite.name}-{suite_key}.safetensors"
+    key = (weights_sha, suite.name)
     cache = {key: load_file(str(cache_file))["classes"]} if cache_file.exists() else {}
     data = suite_data(suite)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        metrics, artifacts = run_suite(model, tok, suite, data, pre["image_size"], cache, model_key=key[0])
+        metrics, artifacts = run_suite(model, tok, suite, data, pre.image_size, cache, model_key=weights_sha, workers=workers,
+                                       batch_size=batch_size)
     rate = len(data.images) / max(time.perf_counter() - t0, 1e-9)
     if key in cache and not cache_file.exists():
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -60,44 +72,55 @@ def evaluate_suite(folder: Path, weights_sha: str, suite: dict, cache_dir: Path)
     return metrics, artifacts, rate
 
 
+def _open_run(s: EvaluateSpec, folder: Path, uri: str, suites: tuple[SuiteConfig, ...]) -> str:
+    """The spec's run, or a new run nested under the run that trained the checkpoint."""
+    from training import tracking
+
+    if s.run_id:
+        return s.run_id
+    source = RunDir.of_model(folder)
+    tags = {"openwit.checkpoint": s.checkpoint, "openwit.kind": "evaluate"}
+    if source:
+        tags.update({"mlflow.parentRunId": source.mlflow_run_id, "openwit.source_run_id": source.mlflow_run_id})
+    params = {"checkpoint": s.checkpoint, "suites": [x.name for x in suites]}
+    return tracking.start_run(uri, s.mlflow.experiment, f"eval-{s.name}", params, tags, artifact_root=state_dir() / "mlartifacts")
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate(spec: str | dict[str, Any] = "data_specs/evaluate-sample.yaml") -> dict:
     """Evaluate a checkpoint or a registered MLflow model on the spec's suites."""
-    from mlflow.tracking import MlflowClient
-
     from training import tracking
-    from training.eval_report import log_eval_artifacts
+    from training.eval.report import clip_benchmark_results, log_eval_artifacts
 
     s: EvaluateSpec = load_spec(spec, EvaluateSpec)
     logger = get_run_logger()
+    device = choose_device(s.device)
+    workers = max(0, (os.cpu_count() or 1) - 1) if s.workers == "auto" else s.workers
     uri = tracking.tracking_uri(s.mlflow.tracking_uri, state_dir())
-    suites = resolve_suites(s.suites)
+    suites = suite_configs(s.suites)
     folder = checkpoint_folder(s.checkpoint, uri)
     weights_sha = sha256_file(folder / "model.safetensors")[:16]
-    step = int(json.loads((folder / "config.json").read_text()).get("extra", {}).get("step", 0))
-    client = MlflowClient(uri)
-    run_id = s.run_id
-    if run_id is None:
-        parent = source_run_id(folder)
-        exp = client.get_experiment_by_name(s.mlflow.experiment) or client.get_experiment(client.create_experiment(s.mlflow.experiment))
-        tags = {"openwit.checkpoint": s.checkpoint, "openwit.kind": "evaluate"}
-        if parent:
-            tags.update({"mlflow.parentRunId": parent, "openwit.source_run_id": parent})
-        run_id = client.create_run(exp.experiment_id, run_name=f"eval-{s.name}", tags=tags).info.run_id
-        client.log_param(run_id, "checkpoint", s.checkpoint)
-        client.log_param(run_id, "suites", json.dumps([x["name"] for x in suites]))
-    all_metrics, rates = {}, {}
+    from training.checkpoint import ModelMeta
+
+    step = int(ModelMeta.read(folder).extra.get("step", 0))
+    run_id = _open_run(s, folder, uri, suites)
+    results_dir = resolve_path(s.results_dir) if s.results_dir else folder.parent / "eval-results"
+    all_metrics, rates, written = {}, {}, []
     for suite in suites:
-        metrics, artifacts, rate = evaluate_suite(folder, weights_sha, suite, state_dir() / "cache" / "class-embeddings")
-        for k, v in metrics.items():
-            client.log_metric(run_id, k, float(v), step=step)
-        log_eval_artifacts(client, run_id, suite["name"], artifacts)
+        metrics, artifacts, rate = evaluate_suite(folder, weights_sha, suite, state_dir() / "cache" / "class-embeddings", device,
+                                                  workers, s.batch_size)
+        tracking.log_final(uri, run_id, {**metrics, "step": step})
+        log_eval_artifacts(tracking.client(uri), run_id, suite.name, artifacts)
+        written += clip_benchmark_results(metrics, suite, model=s.name, pretrained=s.checkpoint, out_dir=results_dir)
         all_metrics.update(metrics)
-        rates[suite["name"]] = rate
-        logger.info(f"{suite['name']}: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items()) + f" ({rate:.0f} images/s)")
+        rates[suite.name] = rate
+        logger.info(f"{suite.name}: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items())
+                    + f" ({rate:.0f} images/s on {device})")
     if s.run_id is None:
-        client.set_terminated(run_id)
+        tracking.end_run(uri, run_id, "FINISHED")
     table = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(all_metrics.items()))
     create_markdown_artifact(key=f"evaluate-{s.name}".lower(), markdown=f"## evaluate {s.name}\n\ncheckpoint `{s.checkpoint}` (step {step}), "
-                             f"MLflow run `{run_id}` at {uri}\n\n| metric | value |\n|---|---|\n{table}\n", description="evaluation metrics")
-    return {"run_id": run_id, "metrics": all_metrics, "images_per_s": rates, "tracking_uri": uri}
+                             f"MLflow run `{run_id}` at {uri}; clip_benchmark results in `{results_dir}`\n\n"
+                             f"| metric | value |\n|---|---|\n{table}\n", description="evaluation metrics")
+    return {"run_id": run_id, "metrics": all_metrics, "images_per_s": rates, "tracking_uri": uri, "device": device,
+            "results": [str(p) for p in written]}

@@ -28,9 +28,11 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.reasons import REASONS
 
@@ -38,21 +40,24 @@ MARKER = "_stage.json"
 
 
 # ----------------------------------------------------------------------------- typed stats
-@dataclass
-class Stats:
+class Stats(BaseModel):
     """What a stage (or a unit of it) did: rows in and out, drops by named reason, other counts
-    (`counts`, e.g. img_tags) and anything a report needs (`info`, e.g. head share)."""
+    (`counts`, e.g. img_tags). A stage with more to report declares a subclass with typed fields
+    (`BalanceStats`, `DownloadStats`, ...); the engine stores it in the stage's marker and gives it
+    back typed (`stage_stats`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     rows_in: int = 0
     rows_out: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    counts: Counter = field(default_factory=Counter)
-    info: dict[str, Any] = field(default_factory=dict)
+    dropped: Counter[str] = Field(default_factory=Counter)
+    counts: Counter[str] = Field(default_factory=Counter)
 
     def drop(self, reason: str, n: int = 1) -> None:
         if reason not in REASONS:
             raise KeyError(f"unknown drop reason {reason!r}: add it with its explanation to tasks/reasons.py")
-        self.dropped[reason] += n
+        if n:
+            self.dropped[reason] += n
 
     def add(self, other: Stats) -> Stats:
         self.rows_in += other.rows_in
@@ -62,13 +67,16 @@ class Stats:
         return self
 
     def to_dict(self) -> dict:
-        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "dropped": dict(sorted(self.dropped.items())),
-                "counts": dict(sorted(self.counts.items())), "info": self.info}
+        d = self.model_dump(mode="json")
+        d["dropped"], d["counts"] = dict(sorted(self.dropped.items())), dict(sorted(self.counts.items()))
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Stats:
-        return cls(d.get("rows_in", 0), d.get("rows_out", 0), Counter(d.get("dropped", {})), Counter(d.get("counts", {})),
-                   dict(d.get("info", {})))
+    def from_dict(cls, d: dict) -> Self:
+        return cls.model_validate(d)
+
+
+S = TypeVar("S", bound=Stats)
 
 
 # ----------------------------------------------------------------------------- atomic outputs
@@ -94,15 +102,15 @@ def _unit_file(stage_dir: Path, name: str) -> Path:
     return stage_dir / "_units" / f"{name}.json"
 
 
-def mark_unit(stage_dir: Path, name: str, stats: Stats) -> Stats:
+def mark_unit(stage_dir: Path, name: str, stats: S) -> S:
     """Record a finished unit of work (after its outputs were written atomically)."""
     write_json(_unit_file(stage_dir, name), stats.to_dict())
     return stats
 
 
-def unit_stats(stage_dir: Path, name: str) -> Stats | None:
+def unit_stats(stage_dir: Path, name: str, cls: type[S] = Stats) -> S | None:
     f = _unit_file(stage_dir, name)
-    return Stats.from_dict(json.loads(f.read_text())) if f.exists() else None
+    return cls.from_dict(json.loads(f.read_text())) if f.exists() else None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -113,6 +121,7 @@ class Stage:
     reads: tuple[str, ...] = ()  # stages whose outputs it reads
     owns: tuple[str, ...] = ()  # outputs outside <build>/<name>/ (removed with the stage's)
     config: Callable[[Any], Any] = lambda ctx: None  # the spec section and inputs that key it
+    stats: type[Stats] = Stats  # what fn returns (a typed subclass for stages that report more)
 
 
 @dataclass
@@ -154,7 +163,7 @@ def run(ctx: Any, stage: Stage) -> tuple[Stats, bool]:
     key = stage_key(ctx, stage)
     marker = read_marker(d)
     if marker and marker["key"] == key and marker["state"] == "done":
-        return Stats.from_dict(marker["stats"]), True
+        return stage.stats.from_dict(marker["stats"]), True
     if not (marker and marker["key"] == key):  # made for other inputs, or never claimed: start over
         if d.exists():
             if marker:
@@ -170,7 +179,7 @@ def run(ctx: Any, stage: Stage) -> tuple[Stats, bool]:
     return stats, False
 
 
-def stage_stats(build: Path, name: str) -> Stats | None:
-    """The stats of a finished stage of a build (None if it has not finished)."""
-    m = read_marker(build / name)
-    return Stats.from_dict(m["stats"]) if m and m["state"] == "done" else None
+def stage_stats(build: Path, stage: Stage) -> Stats | None:
+    """The typed stats of a finished stage of a build (None if it has not finished)."""
+    m = read_marker(build / stage.name)
+    return stage.stats.from_dict(m["stats"]) if m and m["state"] == "done" else None

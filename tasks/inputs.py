@@ -43,20 +43,64 @@ class Resolved:
     files: list[str] = field(default_factory=list)
     index: dict[str, str] = field(default_factory=dict)  # multistream part -> its index
     inputs: list[dict] = field(default_factory=list)  # for the manifest
+    resolved: dict[str, str] = field(default_factory=dict)  # names resolved to values (dump_date: latest -> 20261101)
+
+
+def dump_dates(wiki: str, base: str) -> list[str]:
+    """The dump dates the site (or mirror) lists for `wiki`, newest first: the YYYYMMDD folders of
+    `<base>/<wiki>/` (an HTML index on dumps.wikimedia.org, a folder on a local mirror)."""
+    listing = join(base, f"{wiki}/")
+    if "://" not in base or base.startswith("file://"):
+        from pathlib import Path
+
+        folder = Path(listing.removeprefix("file://"))
+        names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    else:
+        try:
+            names = re.findall(r'href="(\d{8})/?"', read_bytes(listing).decode("utf-8", "replace"))
+        except FileNotFoundError:
+            names = []
+    dates = sorted({n for n in names if re.fullmatch(r"\d{8}", n)}, reverse=True)
+    if not dates:
+        raise SpecError(f"vocabulary.wikipedia: no dump dates listed at {listing}; check `wiki` and `dumps_base_url`")
+    return dates
+
+
+def latest_finished_dump(wiki: str, base: str, tries: int = 4) -> tuple[str, dict]:
+    """(date, dumpstatus) of the newest dump whose multistream job is done (the newest one is
+    often still running; older ones are deleted after a few months)."""
+    seen = []
+    for date in dump_dates(wiki, base)[:tries]:
+        try:
+            status = json.loads(read_bytes(join(base, f"{wiki}/{date}/dumpstatus.json")))
+        except (FileNotFoundError, ValueError):
+            seen.append(f"{date}: no dumpstatus.json")
+            continue
+        state = status.get("jobs", {}).get(MULTISTREAM_JOB, {}).get("status")
+        if state == "done":
+            return date, status
+        seen.append(f"{date}: {state}")
+    raise SpecError(f"vocabulary.wikipedia: no finished {wiki} dump among the newest ({'; '.join(seen)}); "
+                    "give a dump_date, or retry when the running dump is done")
 
 
 def wikipedia_dump(wiki: str, date: str, base: str) -> Resolved:
-    """Every pages-articles multistream part of `wiki`'s dump of `date` and its index, from the
-    dump's dumpstatus.json. A job whose status is not `done` is refused (a failed or unfinished
-    dump would silently miss articles)."""
+    """Every pages-articles multistream part of `wiki`'s dump of `date` (or of the latest finished
+    dump, `date: latest`) and its index, from the dump's dumpstatus.json. A job whose status is not
+    `done` is refused (a failed or unfinished dump would silently miss articles)."""
     status_url = join(base, f"{wiki}/{date}/dumpstatus.json")
-    try:
-        status = json.loads(read_bytes(status_url))
-    except FileNotFoundError as e:
-        raise SpecError(f"vocabulary.wikipedia: no dump status at {status_url} ({e}); check `wiki`, `dump_date` "
-                        f"and `dumps_base_url`") from e
-    except ValueError as e:
-        raise SpecError(f"vocabulary.wikipedia: {status_url} is not JSON ({e})") from e
+    if date == "latest":
+        date, status = latest_finished_dump(wiki, base)
+        status_url = join(base, f"{wiki}/{date}/dumpstatus.json")
+    else:
+        try:
+            status = json.loads(read_bytes(status_url))
+        except FileNotFoundError as e:
+            raise SpecError(f"vocabulary.wikipedia: no dump status at {status_url} ({e}); check `wiki`, `dump_date` "
+                            "and `dumps_base_url` (dumps.wikimedia.org keeps the last few months: `dump_date: latest` "
+                            "takes the newest finished one)") from e
+        except ValueError as e:
+            raise SpecError(f"vocabulary.wikipedia: {status_url} is not JSON ({e})") from e
     job = status.get("jobs", {}).get(MULTISTREAM_JOB)
     if job is None:
         raise SpecError(f"vocabulary.wikipedia: {status_url} has no {MULTISTREAM_JOB} job")
@@ -75,7 +119,7 @@ def wikipedia_dump(wiki: str, date: str, base: str) -> Resolved:
             indexes[(m[1], m[2])] = entry
     if not parts:
         raise SpecError(f"vocabulary.wikipedia: {status_url} lists no pages-articles multistream part")
-    out = Resolved()
+    out = Resolved(resolved={"dump_date": date})
     for key in sorted(parts, key=lambda k: int(k[0] or 0)):
         out.files.append(parts[key]["url"])
         out.inputs.append(parts[key])

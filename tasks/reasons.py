@@ -39,6 +39,8 @@ REASONS: dict[str, str] = {
     "language": "text in a language outside crawl.languages",
     "duplicate": "the same (URL, text) pair seen earlier in the same input",
     "duplicate_across_files": "the same (URL, text) pair seen in an earlier input",
+    "url_many_captions": "the image URL carries more than crawl.max_captions_per_url different captions across the crawl "
+                         "(a lazy-load placeholder, a logo, a spacer or a tracking pixel, not a picture of what each caption says)",
     # matching and balancing
     "no_match": "the caption contains no vocabulary entry",
     "language_without_vocabulary": "a multilingual build has no vocabulary for the language ID gave the caption",
@@ -77,3 +79,26 @@ REASONS: dict[str, str] = {
 
 def explain(reason: str) -> str:
     return REASONS[reason]
+
+
+# what to do when a reason takes (almost) all of a stage's input
+ADVICE: dict[str, str] = {
+    "dns_failure": "No host name resolved: this machine has no network, or its resolver fails. Check with "
+                   "`python -c \"import socket; print(socket.getaddrinfo('example.com', 443))\"` or `getent hosts example.com`; "
+                   "on a cluster, run a caching resolver (knot, bind9) on every node as img2dataset advises, and raise "
+                   "download.dns_timeout if lookups are slow. A spec meant for loopback needs download.allow_networks.",
+    "dns_timeout": "Lookups took longer than download.dns_timeout: the resolver is slow or overloaded; run a caching "
+                   "resolver (knot, bind9) on the node, or raise download.dns_timeout.",
+    "loopback_address": "Every host resolves to this machine: a spec for a local test server needs "
+                        "download.allow_networks: [127.0.0.1/32].",
+    "private_address": "Every host resolves to a private network: to fetch from your own servers on purpose, list their "
+                       "network under download.allow_networks.",
+    "language": "Language ID kept none of the alt texts: check crawl.languages (e.g. [en], [zh], or [any]).",
+    "no_match": "No caption contains a vocabulary entry: check that the vocabulary's language and case match the captions'.",
+    "connection_error": "No connection succeeded: the image hosts are unreachable from this machine (no network, or a firewall).",
+}
+
+
+def advice(reason: str) -> str:
+    """' <what to do>' for a reason that emptied a stage, or ''."""
+    return f" {ADVICE[reason]}" if reason in ADVICE else ""

@@ -66,7 +66,9 @@ class WikipediaSpec(Strict):
     # `dump_date` and its index, from the dump's dumpstatus.json under `dumps_base_url` (the public
     # site, a mirror server with its layout, a file:// URL or a local folder)
     wiki: str | None = None  # enwiki, zhwiki, ...
-    dump_date: str | None = None  # 20240601
+    # YYYYMMDD, or "latest": the newest dump whose multistream job is done (resolved when the build
+    # starts, recorded in the manifest under `resolved`); dumps.wikimedia.org keeps a few months
+    dump_date: str | None = None
     dumps_base_url: str = "https://dumps.wikimedia.org"
     api: WikiApiSpec | None = None
     min_unigram_count: int = 100
@@ -148,6 +150,15 @@ class CrawlSpec(Strict):
     max_warc_files: int | None = None
     tables: list[TableSpec] = []
     languages: list[str] = ["en"]  # ["any"] keeps every language
+    # language ID routes a caption to a build language (tasks/crawl/langid.py, bench/language_id.py):
+    # labels of a macrolanguage's members fold into it (wuu, yue, ... -> zh) when the build asks for it
+    fold_macrolanguages: bool = True
+    # an English build keeps a caption as English when lid.176 gives English at least this probability
+    # among its top labels, whatever the top one (short titles and names read as other languages)
+    english_min_prob: float = Field(0.05, ge=0.0, le=1.0)
+    # an image URL under more distinct captions than this across the crawl is a placeholder, logo or
+    # spacer, not a picture of each caption: all its pairs are dropped (url_many_captions). None: no limit
+    max_captions_per_url: int | None = Field(10, ge=1)
     min_text_chars: int = 3
     max_text_chars: int = 1000
     attributes: list[str] = ["alt", "title", "data-image-title"]
@@ -252,7 +263,7 @@ class BuildSpec(Strict):
 
     @model_validator(mode="after")
     def _has_inputs(self) -> BuildSpec:
-        from tasks.text_rules import NO_SPACE_LANGUAGES
+        from tasks.vocabulary.text_rules import NO_SPACE_LANGUAGES
 
         for lang in self.vocabulary_specs():
             if lang not in NO_SPACE_LANGUAGES and lang in {"ja", "th", "lo", "km", "my", "bo"}:
@@ -292,8 +303,11 @@ class TrainSpec(Strict):
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate at the end only
     max_minutes: float | None = None  # wall-clock budget; training stops cleanly when reached
-    loader_threads: int = Field(2, ge=1)  # decode+augment threads per worker (Pillow releases the GIL)
+    # decode + crop processes per training worker (training/data/pool.py); "auto": the worker's CPUs
+    # minus one (the training process), 0 on a one-CPU worker (it decodes in its loader thread)
+    loader_workers: int | Literal["auto"] = "auto"
     prefetch_batches: int = Field(2, ge=1)  # batches decoded ahead of the step
+    record_samples: bool = False  # write each step's sample uids per rank (<output_dir>/samples/rank-R.jsonl)
     shuffle_units: int = Field(8, ge=1)  # row groups (1,000 rows) shuffled together: the loader's memory bound
     patch_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # FLIP: fraction of patch tokens dropped while training (ViT only)
 
@@ -398,6 +412,9 @@ class SuiteSpec(Strict):
     # web frequency); each group is also reported alone as zeroshot/<suite>/<group>/<metric>, still
     # classified among all the suite's classes. `world:` paths use the source's world
     class_groups: str | None = None
+    # the language of the class names and templates (clip_benchmark's `language`); None: zh when the
+    # templates are written in Chinese, else en
+    language: str | None = None
 
     @model_validator(mode="after")
     def _one_classnames(self) -> SuiteSpec:
@@ -411,6 +428,10 @@ class EvaluateSpec(Strict):
     name: str
     checkpoint: str  # a checkpoint folder, or models:/<name>/<version>
     suites: list[str]
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when there is one
+    batch_size: int = Field(256, ge=1)
+    workers: int | Literal["auto"] = "auto"  # image decode processes; auto: the machine's cores minus one
+    results_dir: str | None = None  # clip_benchmark-format JSON per suite; None: <checkpoint>/../eval-results
     mlflow: MlflowSpec = MlflowSpec()
     run_id: str | None = None  # log into this run; None: a new run linked to the checkpoint's
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny sample world served on a free loopback port, and the shared data."""
+"""Shared fixtures: a tiny sample world served on a free loopback port, and the real samples in tests/data."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-from flows.env import apply_quiet_env  # noqa: E402
+REAL = REPO / "tests" / "data"  # real third-party samples, with their provenance (tests/data/README.md)
+from flows.env import apply_quiet_env
 
 apply_quiet_env()
 
 
-def shared(rel: str) -> Path:
-    p = SHARED / rel
-    if not p.exists():
-        pytest.skip(f"{p} not present (../shared/data is optional)")
+def real(rel: str) -> Path:
+    """A real third-party sample kept in the repository (tests/data/README.md says where each is from)."""
+    p = REAL / rel
+    assert p.exists(), f"{p} is missing: the real samples travel with the repository"
     return p
 
 
@@ -69,3 +69,103 @@ def build_on_tiny_world(tiny_world, spec_file: str, out: Path) -> Path:
     finally:
         generate.world_dir = orig
     return out
+
+
+def train_bpe(source, out_path=None, vocab_size: int = 8192, max_captions: int | None = None):
+    """A byte-level BPE learned the way build-wit learns one (tasks/manifest/bpe.py), loaded the way
+    training loads it: what a test needs to feed a text tower."""
+    from tasks.manifest.bpe import train_bpe as learn
+    from training.tokenizer import Tokenizer
+
+    return Tokenizer(learn(source, out_path, vocab_size, max_captions))
+
+
+class TrainWorkerKiller:
+    """Fault injection from the test's side: SIGKILL one Ray Train worker process (`ray::RayTrainWorker`)
+    once a rank's recorded samples (data.record_samples) in each of `run_dirs` reach `at_step`, once
+    per run dir. Nothing in the product knows about it; Ray Train sees a worker die, as on a cluster."""
+
+    def __init__(self, run_dirs: list[Path], at_step: int, rank: int = 0):
+        import threading
+
+        self.run_dirs, self.at_step, self.rank = [Path(d) for d in run_dirs], at_step, rank
+        self.killed: dict[Path, int] = {}  # run dir -> the step seen when the kill was sent
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _last_step(self, run_dir: Path) -> int:
+        f = run_dir / "samples" / f"rank-{self.rank}.jsonl"
+        try:
+            lines = f.read_text().splitlines()
+        except OSError:
+            return 0
+        import json
+
+        try:
+            return json.loads(lines[-1])["step"] if lines else 0
+        except ValueError:  # a line being written
+            return 0
+
+    def _watch(self) -> None:
+        import signal
+
+        import psutil
+
+        while not self._stop.wait(0.02):
+            for d in self.run_dirs:
+                if d in self.killed or (step := self._last_step(d)) < self.at_step:
+                    continue
+                workers = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker")]
+                if workers:
+                    workers[0].send_signal(signal.SIGKILL)
+                    self.killed[d] = step
+
+
+def expected_samples(build: Path, steps: int, batch_per_rank: int, world: int, seed: int = 0, image_size: int = 32,
+                     subset: str = "balanced") -> list[list[list[str]]]:
+    """[rank][step - 1] -> the uids an uninterrupted run feeds that rank at that step (the loader
+    alone, in this process: its order depends on the build, the seed, the rank and the world size)."""
+    from training.data.loader import ShardLoader
+    from training.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(build / "tokenizer.json")
+    out = []
+    for rank in range(world):
+        with ShardLoader(build, tok, image_size, batch_per_rank, seed, rank, world, subset=subset) as ld:
+            seq = []
+            for _ in range(steps):
+                ld.next_batch()
+                seq.append(list(ld.last_uids))
+        out.append(seq)
+    return out
+
+
+def assert_exact_resume(run_dir: Path, expected: list[list[list[str]]]) -> None:
+    """Every rank trained on exactly the uninterrupted sequence, a step redone after the resume
+    included; each step began from the same RNG state both times it ran (the rank's own state was
+    restored), and at every step the ranks' RNG states differ (none took another rank's)."""
+    from training.run_dir import RunDir
+
+    redone, states = 0, []
+    for rank, want in enumerate(expected):
+        recs = RunDir(run_dir).read_samples(rank)
+        steps = [r["step"] for r in recs]
+        assert sorted(set(steps)) == list(range(1, len(want) + 1)), (rank, steps)
+        rng: dict[int, set] = {}
+        for r in recs:
+            assert r["uids"] == want[r["step"] - 1], f"rank {rank} step {r['step']}: not the uninterrupted run's samples"
+            rng.setdefault(r["step"], set()).add(r["rng"])
+        assert all(len(v) == 1 for v in rng.values()), f"rank {rank}: a redone step began from another RNG state"
+        redone += len(steps) - len(set(steps))
+        states.append({s: next(iter(v)) for s, v in rng.items()})
+    assert redone > 0, "no step was redone: the kill did not land between a checkpoint and the next"
+    for step in states[0]:
+        assert len({st[step] for st in states}) == len(expected), f"step {step}: two ranks share one RNG state"

@@ -9,9 +9,9 @@ from PIL import Image
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "docs"))
-from screenshots import check_markdown  # noqa: E402
+from screenshots import check_markdown
 
-from tasks.datacard import inline_images  # noqa: E402
+from tasks.manifest.datacard import inline_images
 
 
 def _png() -> bytes:

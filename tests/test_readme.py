@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 def runnable_blocks() -> list[str]:
     text = (REPO / "README.md").read_text()
-    return re.findall(r"<!-- runnable[^>]*-->\s*```bash\n(.*?)```", text, re.S)
+    return re.findall(r"<!-- runnable[^>]*-->\s*```bash\n(.*?)```", text, re.DOTALL)
 
 
 def test_readme_blocks_run(tmp_path):
+    from tests.conftest import train_bpe
     from training.checkpoint import save_model
     from training.model import CLIP, CLIPConfig, preset_dict
-    from training.tokenizer import train_bpe
 
     blocks = runnable_blocks()
     assert blocks, "README.md marks no runnable block"

@@ -188,10 +188,9 @@ def import_cn_clip():
 def to_open_clip_model(model: CLIP):
     """An `open_clip.CLIP` holding this model's weights (loaded strictly), in eval mode."""
     open_clip = import_open_clip()
-    mcfg = open_clip_config(model.cfg)
     state = to_open_clip(model.state_dict())
     extra = {"init_logit_bias": float(state["logit_bias"])} if "logit_bias" in state else {}
-    oc = open_clip.CLIP(mcfg["embed_dim"], mcfg["vision_cfg"], mcfg["text_cfg"], quick_gelu=mcfg.get("quick_gelu", False), **extra)
+    oc = open_clip.CLIP(**open_clip_config(model.cfg), **extra)
     oc.load_state_dict(state, strict=True)
     return oc.eval()
 
@@ -265,7 +264,7 @@ def export_open_clip(checkpoint: str | Path, out: str | Path) -> Path:
     state = {k: v.contiguous() for k, v in to_open_clip(model.state_dict()).items()}
     save_file(state, str(out / "open_clip_model.safetensors"))
     config = {"model_cfg": open_clip_config(model.cfg),
-              "preprocess_cfg": {"size": pre["image_size"], "mean": pre["mean"], "std": pre["std"],
+              "preprocess_cfg": {"size": pre.image_size, "mean": list(pre.mean), "std": list(pre.std),
                                  "interpolation": "bicubic", "resize_mode": "shortest"}}
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     if tok is not None:

@@ -20,12 +20,12 @@ class CLIPPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from PIL import Image
 
-        from training.data import center_resize, to_tensor
+        from training.data.images import eval_tensor
 
         with torch.no_grad():
             if "text" in model_input.columns:
                 return self.model.encode_text(self.tok(list(model_input["text"])), normalize=True).numpy()
-            x = np.stack([to_tensor(center_resize(Image.open(io.BytesIO(b)), self.pre["image_size"])) for b in model_input["image"]])
+            x = np.stack([eval_tensor(Image.open(io.BytesIO(b)), self.pre.image_size) for b in model_input["image"]])
             return self.model.encode_image(torch.from_numpy(x), normalize=True).numpy()
 
 

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from training.dataclass_json import from_json, to_json
 
 
 @dataclass
@@ -72,17 +75,16 @@ class CLIPConfig:
     text: TextConfig = field(default_factory=TextConfig)
     quick_gelu: bool = False  # OpenAI's pretrained weights used QuickGELU
 
+    JSON_NAMES: ClassVar[dict[str, str]] = {"vision_cfg": "vision", "text_cfg": "text"}  # open_clip's JSON shape
+
     @classmethod
     def from_dict(cls, d: dict) -> CLIPConfig:
-        v = dict(d.get("vision_cfg", d.get("vision", {})))
-        if isinstance(v.get("layers"), list):
-            v["layers"] = tuple(v["layers"])
-        t = dict(d.get("text_cfg", d.get("text", {})))
-        return cls(embed_dim=d["embed_dim"], vision=VisionConfig(**v), text=TextConfig(**t), quick_gelu=d.get("quick_gelu", False))
+        """From open_clip's JSON shape (`vision_cfg`, `text_cfg`; our field names work too)."""
+        return from_json(cls, d)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"embed_dim": d["embed_dim"], "vision_cfg": d["vision"], "text_cfg": d["text"], "quick_gelu": d["quick_gelu"]}
+        """open_clip's JSON shape."""
+        return to_json(self)
 
 
 PRESETS = Path(__file__).with_name("model_configs")

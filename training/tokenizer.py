@@ -1,8 +1,9 @@
 """Tokenizers for the text tower (HF `tokenizers`): byte-level BPE, or BERT-Chinese WordPiece.
 
 Three ways to get one:
-  * `train_bpe(shards, "tokenizer.json")`: train on the build's captions (build-wit does this
-    and saves it next to the shards; checkpoints carry it).
+  * `Tokenizer.load(build / "tokenizer.json")`: the byte-level BPE build-wit learned from the
+    build's captions (tasks/manifest/bpe.py; its special tokens and cleaning are this module's);
+    checkpoints carry it.
   * `from_clip_bpe("bpe_simple_vocab_16e6.txt.gz")`: CLIP's own 49,408-token vocabulary from its
     merges file, assembled the way OpenAI's `SimpleTokenizer` does (byte-to-unicode alphabet,
     `</w>` end-of-word suffix, CLIP's pre-tokenisation regex).
@@ -23,13 +24,13 @@ import gzip
 import html
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import ftfy
 import numpy as np
 import torch
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 SOT, EOT, PAD = "<start_of_text>", "<end_of_text>", "<pad>"
@@ -40,6 +41,8 @@ CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 def clean(text: str) -> str:
+    """CLIP's caption cleaning (open_clip's basic_clean + whitespace_clean), lower-cased; the build's
+    BPE learned from captions cleaned the same way (tasks/manifest/bpe.py, a test checks)."""
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text))
     return _WS.sub(" ", text).strip().lower()
@@ -112,49 +115,6 @@ def _context_beside(path: Path) -> int | None:
             if isinstance(d, int):
                 return d
     return None
-
-
-def _captions(shards: Iterable[Path], max_captions: int | None = None) -> Iterator[str]:
-    """The shards' captions, cleaned; with max_captions, every k-th row of the build (k chosen from
-    the row counts in the parquet footers) so that at most max_captions are read, spread evenly."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    shards = list(shards)
-    every = 1
-    if max_captions:
-        total = sum(pq.read_metadata(s).num_rows for s in shards)
-        every = max(1, -(-total // max_captions))
-    start = 0  # the build-wide index of the shard's first row
-    for s in shards:
-        col = pq.read_table(s, columns=["caption"])["caption"]
-        picked = col if every == 1 else col.take(pa.array(range((-start) % every, len(col), every), pa.int64()))
-        for t in picked.to_pylist():
-            if t:
-                yield clean(t)
-        start += len(col)
-
-
-def train_bpe(source: Iterable[Path] | Iterable[str], out_path: str | Path | None = None, vocab_size: int = 8192,
-              max_captions: int | None = None) -> Tokenizer:
-    """Train a byte-level BPE on captions (parquet shards with a `caption` column, or strings); from
-    shards, on at most max_captions of them, evenly spread (a 400M-row build need not clean every
-    caption to learn 49k merges)."""
-    items = list(source)
-    texts = _captions(items, max_captions) if items and isinstance(items[0], Path) else (clean(t) for t in items)
-    hf = HFTokenizer(models.BPE())
-    hf.normalizer = normalizers.NFC()
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, SOT, EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    hf.train_from_iterator(texts, trainer=trainer)
-    tok = Tokenizer(hf)
-    if out_path is not None:
-        tmp = Path(str(out_path) + ".tmp")
-        tok.save(tmp)
-        tmp.rename(out_path)
-    return tok
 
 
 def cn_clip_vocab() -> Path:

@@ -16,7 +16,12 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from training.checkpoint import save_model
+from training.checkpoint import is_checkpoint, save_model
+from training.config import StageConfig, SuiteConfig, TrackingConfig
+
+
+def client(uri: str) -> MlflowClient:
+    return MlflowClient(uri)
 
 
 def tracking_uri(configured: str | None, state_dir: Path) -> str:
@@ -39,7 +44,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def start_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict, manifest: dict | None,
+def start_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict, manifest: dict | None = None,
               artifact_root: Path | None = None, resume_run_id: str | None = None) -> str:
     """Create (or reopen) the run and leave it RUNNING; returns its id. `end_run` closes it with
     the true status (FINISHED, FAILED, KILLED), so a crashed run never reads as finished."""
@@ -79,9 +84,9 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
-def run_url(uri: str, client: MlflowClient, run_id: str) -> str:
+def run_url(uri: str, run_id: str) -> str:
     """A link to the run in the MLflow UI (or its id and store when the store is a file)."""
-    exp_id = client.get_run(run_id).info.experiment_id
+    exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
     return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}" if uri.startswith("http") else f"run {run_id} in {uri}"
 
 
@@ -129,14 +134,42 @@ def end_run(uri: str, run_id: str, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status=status)
 
 
+def end_status(exc: BaseException) -> str:
+    """The MLflow status a run ends with when `exc` stopped it: KILLED when a person or the
+    orchestrator stopped it, FAILED otherwise."""
+    stopped = isinstance(exc, KeyboardInterrupt | SystemExit) or type(exc).__name__ in ("TerminationSignal", "CancelledRun")
+    return "KILLED" if stopped else "FAILED"
+
+
+def open_stage_run(cfg: TrackingConfig, name: str, index: int, stage: StageConfig, resume_id: str | None) -> str:
+    """A staged run's stage `index`: its own MLflow run nested under the run (reopened when the
+    stage resumes), with the parent's tags and the stage's settings as params."""
+    client = MlflowClient(cfg.uri)
+    tags = {k: v for k, v in client.get_run(cfg.run_id).data.tags.items() if not k.startswith("mlflow.")}
+    tags.update({"mlflow.parentRunId": cfg.run_id, "openwit.stage": stage.name, "openwit.stage.index": str(index + 1)})
+    params = {"stage": {"name": stage.name, "steps": stage.steps, "lr": stage.lr, "warmup_steps": stage.warmup_steps,
+                        "lock_image": stage.lock_image}}
+    return start_run(cfg.uri, cfg.experiment, f"{name}/{stage.name}", params, tags, None, cfg.artifact_root, resume_id)
+
+
+def download_model(ref: str, uri: str) -> Path:
+    """A registered model (`models:/<name>/<version>`) -> the local openwit checkpoint folder inside it."""
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+    found = sorted(p.parent for p in local.rglob("model.safetensors") if is_checkpoint(p.parent))
+    if not found:
+        raise FileNotFoundError(f"{ref}: the registered model holds no openwit checkpoint")
+    return found[0]
+
+
 class WorkerTracker:
     """Rank 0's logger inside a Ray worker: metrics, evaluations, final model."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
-        mlflow.set_tracking_uri(cfg["uri"])
-        self.client = MlflowClient(cfg["uri"])
-        self.run_id = cfg["run_id"]
+        mlflow.set_tracking_uri(cfg.uri)
+        self.client = MlflowClient(cfg.uri)
+        self.run_id = cfg.run_id
         self._sysmon = None
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -145,33 +178,32 @@ class WorkerTracker:
             self._sysmon.start()
         except Exception:  # noqa: BLE001 - system metrics are a nicety
             self._sysmon = None
-        self.cache: dict = {}
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
     def log_metrics(self, metrics: dict, step: int) -> None:
-        for k, v in metrics.items():
-            self.client.log_metric(self.run_id, k, float(v), step=step)
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items()])
 
-    def evaluate(self, model, tok, suites: list[dict], image_size: int, step: int, final: bool = False) -> dict:
-        from training.eval_data import run_suite
-        from training.eval_report import log_eval_artifacts, suite_data
+    def evaluate(self, model, tok, suites: tuple[SuiteConfig, ...], image_size: int, step: int, final: bool = False) -> dict:
+        from training.eval.datasets import suite_data
+        from training.eval.report import log_eval_artifacts
+        from training.eval.suite import run_suite
 
         all_metrics = {}
         for suite in suites:
-            metrics, artifacts = run_suite(model, tok, suite, suite_data(suite), image_size, self.cache)
-            self.cache.clear()  # class embeddings change as the model trains
+            metrics, artifacts = run_suite(model, tok, suite, suite_data(suite), image_size)  # class embeddings change as it trains
             self.log_metrics(metrics, step)
             all_metrics.update(metrics)
             if final:
-                log_eval_artifacts(self.client, self.run_id, suite["name"], artifacts)
+                log_eval_artifacts(self.client, self.run_id, suite.name, artifacts)
         print(f"eval at step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in all_metrics.items()), flush=True)
         return all_metrics
 
-    def finish(self, model, tok, run_dir: Path, step: int, skipped: dict) -> None:
-        folder = save_model(model, run_dir / "model", tok, extra={"step": step})
+    def finish(self, model, tok, model_dir: Path, step: int, skipped: dict) -> None:
+        folder = save_model(model, model_dir, tok, extra={"step": step})
         self.client.log_metric(self.run_id, "train/skipped_records", float(sum(skipped.values())), step=step)
         log_model(self.cfg, folder)
         if self._sysmon:
@@ -187,13 +219,13 @@ class WorkerTracker:
                 logging.getLogger(__name__).debug("no final system-metrics sample", exc_info=True)
 
 
-def log_model(cfg: dict, folder: Path) -> None:
+def log_model(cfg: TrackingConfig, folder: Path) -> None:
     """Log our checkpoint folder as an MLflow pyfunc model (models-from-code: nothing pickled)."""
     code = Path(__file__).with_name("mlflow_model.py")
-    with mlflow.start_run(run_id=cfg["run_id"]):
+    with mlflow.start_run(run_id=cfg.run_id):
         mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"checkpoint": str(folder)},
                                 code_paths=[str(Path(__file__).parent)],
-                                registered_model_name=cfg.get("register_model"), pip_requirements=["torch", "safetensors", "tokenizers", "ftfy"])
+                                registered_model_name=cfg.register_model, pip_requirements=["torch", "safetensors", "tokenizers", "ftfy"])
         mlflow.log_artifacts(str(folder), artifact_path="checkpoint")
 
 

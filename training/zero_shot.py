@@ -117,8 +117,9 @@ def _train_probe(X: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay:
 
 def _fit(X, y, n_classes, weight_decay, lr, epochs, batch_size, seed) -> torch.nn.Linear:
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(X.shape[1], n_classes)
+    with torch.random.fork_rng(devices=[]):  # the probe's init is seeded without touching the trainer's RNG stream
+        torch.manual_seed(seed)
+        probe = torch.nn.Linear(X.shape[1], n_classes)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(y) // batch_size)
     total = epochs * steps_per_epoch

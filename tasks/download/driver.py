@@ -1,4 +1,4 @@
-"""Stage 3 of build-wit: download images with img2dataset into parquet training shards.
+"""Stage 5 of build-wit: download images with img2dataset into parquet training shards.
 
     download/select/NNNNN.parquet  the rows of matched shard NNNNN to fetch (balanced or baseline), host
     download/input/NNNNN.parquet   what img2dataset is asked to fetch (rows that passed the guard)
@@ -41,6 +41,19 @@ from tasks.engine import Stats, atomic
 from tasks.specs import DownloadSpec
 
 EXTRA_COLUMNS = ["uid", "entry_ids_json", "page_url", "lang", "in_balanced", "in_unbalanced"]
+
+
+class DownloadStats(Stats):
+    """The download stage: selected pairs (rows_in) -> images in training shards (rows_out)."""
+
+    to_fetch: int = 0
+    refused_before_fetch: dict[str, int] = {}
+    fetch_failures: dict[str, int] = {}
+    refused_at_connection: dict[str, int] = {}
+    hosts: int = 0
+    dns_lookups: int = 0
+    dns_max_in_flight: int = 0
+    webdataset_samples: int | None = None
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 _HTTP_NAMED = {403, 404, 410, 429}
 
@@ -117,7 +130,7 @@ def select_shard(match_file: str, balanced_file: str, baseline: dict, out_path: 
     one table; a unit of parallel work. Memory: one shard."""
     import numpy as np
 
-    from tasks.balancing import in_unbalanced
+    from tasks.curate.balancing import in_unbalanced
 
     m = pq.read_table(match_file)
     balanced = pq.read_table(balanced_file, columns=["uid"])["uid"] if Path(balanced_file).exists() else pa.array([], pa.string())
@@ -130,7 +143,7 @@ def select_shard(match_file: str, balanced_file: str, baseline: dict, out_path: 
     return {"rows": table.num_rows, "balanced": int(in_b.sum()), "balanced_file": len(balanced), "unbalanced": int(in_u.sum())}
 
 
-def prepare_input(selected: list[Path], out_dir: Path, policy: AddressPolicy, resolver: Resolver, log=print) -> Stats:
+def prepare_input(selected: list[Path], out_dir: Path, policy: AddressPolicy, resolver: Resolver, log=print) -> DownloadStats:
     """The URL lists for img2dataset (input/NNNNN.parquet, one per selection shard) after the
     guard's pre-pass; refused rows go to refused.parquet with their reason. The addresses of
     allowed hosts are written to `pinned_hosts.json`: the fetching processes connect to exactly
@@ -138,7 +151,7 @@ def prepare_input(selected: list[Path], out_dir: Path, policy: AddressPolicy, re
     import asyncio
     import shutil
 
-    stats = Stats()
+    stats = DownloadStats()
     hosts: set[str] = set()
     for f in selected:
         hosts.update(h for h in pq.read_table(f, columns=["host"])["host"].unique().to_pylist() if h)
@@ -169,7 +182,8 @@ def prepare_input(selected: list[Path], out_dir: Path, policy: AddressPolicy, re
                 bad = pc.invert(ok)
                 refused.write_table(t.filter(bad).select(_input_schema().names).append_column(
                     "reason", pa.array([r for r in reasons if r], pa.string())))
-    stats.info.update(hosts=len(hosts), dns_lookups=resolver.lookups, dns_max_in_flight=resolver.max_in_flight)
+    stats.to_fetch = stats.rows_out
+    stats.hosts, stats.dns_lookups, stats.dns_max_in_flight = len(hosts), resolver.lookups, resolver.max_in_flight
     return stats
 
 
@@ -263,9 +277,8 @@ def export_webdataset(shard_dir: Path, wds_dir: Path, image_format: str) -> int:
         target = wds_dir / f"{shard.stem}.tar"
         if target.exists():
             continue
-        tmp = target.with_suffix(".tmp")
         t = pq.read_table(shard)
-        with tarfile.open(tmp, "w") as tar:
+        with atomic(target) as tmp, tarfile.open(tmp, "w") as tar:
             for r in t.to_pylist():
                 meta = {k: r[k] for k in ("uid", "url", "entry_ids", "width", "height")}
                 for ext, data in ((image_format, r[image_format]), ("txt", r["caption"].encode()), ("json", json.dumps(meta).encode())):
@@ -273,5 +286,4 @@ def export_webdataset(shard_dir: Path, wds_dir: Path, image_format: str) -> int:
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
                 n += 1
-        tmp.rename(target)
     return n

@@ -127,7 +127,7 @@ class Resolver:
         try:
             addrs = await asyncio.wait_for(lookup(host), self.timeout)
             result: tuple[str, ...] | str = tuple(addrs) if addrs else "dns_failure"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result = "dns_timeout"
         except (DnsFailure, OSError, UnicodeError, ValueError):
             result = "dns_failure"

@@ -36,6 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.engine import atomic
 from tasks.specs import WorldSpec, state_dir
 from tasks.world import longtail, web, wiki, zh
 from tasks.world.concepts import BACKGROUNDS, COLOURS, SHAPES, SIZES
@@ -147,11 +148,10 @@ def ensure_world(spec: WorldSpec, root: Path | None = None, log=print) -> Path:
         return out
     t0 = time.time()
     log(f"generating the sample world ({spec.size}, seed {spec.seed}) into {out} ...")
-    tmp = out.with_name(out.name + ".tmp")
-    summary = generate(spec, tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic(out) as tmp:
+        summary = generate(spec, tmp)
+        if out.exists():
+            shutil.rmtree(out)
     log(f"sample world ready: {summary['images']} images, {summary['pages']} pages in {time.time() - t0:.0f}s")
     return out
 

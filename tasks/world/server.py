@@ -25,7 +25,7 @@ class WorldHandler(SimpleHTTPRequestHandler):
         self.serve = serve
         super().__init__(*args, **kwargs)
 
-    def guess_type(self, path):  # noqa: D102 - content type overrides per path
+    def guess_type(self, path):
         rel = Path(path).relative_to(Path(self.directory)).as_posix()
         rule = self.serve.get(rel, {})
         return rule.get("content_type") or mimetypes.guess_type(path)[0] or "application/octet-stream"
@@ -36,7 +36,7 @@ class WorldHandler(SimpleHTTPRequestHandler):
             self.send_header(k, v)
         super().end_headers()
 
-    def do_GET(self):  # noqa: N802 - tests slow the web down (`server.delay_s`) to crash a download midway
+    def do_GET(self):
         delay = getattr(self.server, "delay_s", 0.0)
         if delay and not self.path.endswith((".html", ".json")):
             time.sleep(delay)

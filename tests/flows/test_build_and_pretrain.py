@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks.datacard import sha256_file
+from tasks.manifest.manifest import sha256_file
 from tests.conftest import REPO, build_on_tiny_world
 
 pytestmark = pytest.mark.slow
@@ -43,21 +43,22 @@ def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):
     card = (tiny_build / "datacard.md").read_text()
     assert "decompression_bomb" in card and "balance/balance.png" in card and (tiny_build / "balance/balance.png").exists()
     assert (tiny_build / "tokenizer.json").exists()
-    from tasks.engine import stage_stats
+    from tasks.stages import stage_stats
 
-    bal = stage_stats(tiny_build, "balance").info  # the head's share in both currencies, shown in the card
-    assert bal["head_share_drawn"] < bal["head_share_before"] and f"**{bal['head_share_drawn']:.1%}**" in card
+    bal = stage_stats(tiny_build, "balance")  # typed: the head's share in both currencies, shown in the card
+    assert bal.head_share_drawn < bal.head_share_before and f"**{bal.head_share_drawn:.1%}**" in card
 
 
 def test_rerun_skips_every_complete_stage(tiny_build, tiny_world, monkeypatch):
-    from tasks import build_stages
+    from tasks import stages as build_stages
+    from tasks.context import make_context
     from tasks.specs import BuildSpec, load_spec
     from tasks.world import generate
 
     world, _port, _ = tiny_world
     monkeypatch.setattr(generate, "world_dir", lambda s, root=None: world)
     spec = load_spec(json.loads((tiny_build / "manifest.json").read_text())["spec"], BuildSpec)
-    ctx = build_stages.make_context(spec, tiny_build, log=lambda *_: None)
+    ctx = make_context(spec, tiny_build, log=lambda *_: None)
     before = (tiny_build / "manifest.json").read_bytes()
     for stage in build_stages.STAGES:
         stats, skipped = build_stages.run_stage(ctx, stage)
@@ -66,33 +67,36 @@ def test_rerun_skips_every_complete_stage(tiny_build, tiny_world, monkeypatch):
     assert (tiny_build / "manifest.json").read_bytes() == before
 
 
-def test_pretrain_two_workers_survives_a_killed_worker(tiny_build, tmp_path):
+def test_a_killed_worker_resumes_exactly_on_every_rank(tiny_build, tmp_path):
+    """2 Ray workers; one is SIGKILLed from outside after a checkpoint. Ray Train replaces it and
+    every rank resumes from the checkpoint with its own loader position and RNG: each rank sees
+    exactly the sample sequence of an uninterrupted run, and the step count stays continuous."""
     import mlflow
 
     from flows.pretrain import pretrain
+    from tests.conftest import TrainWorkerKiller, assert_exact_resume, expected_samples
 
     spec = yaml.safe_load((REPO / "data_specs/pretrain-tiny.yaml").read_text())
     spec["data"]["build"] = str(tiny_build)
     spec["output_dir"] = str(tmp_path / "run")
     spec["eval_suites"] = []
+    spec["train"].update(steps=30, record_samples=True)
     spec["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    os.environ["OPENWIT_TEST_KILL_AT_STEP"] = "6"
-    try:
+    with TrainWorkerKiller([tmp_path / "run"], at_step=6, rank=1) as killer:
         res = pretrain(spec=spec)
-    finally:
-        os.environ.pop("OPENWIT_TEST_KILL_AT_STEP")
-    assert (tmp_path / "run/killed-once").read_text() == "6"  # a worker really died at step 6
+    assert 6 <= killer.killed[tmp_path / "run"] < 30  # a worker really died mid-run
+    assert_exact_resume(tmp_path / "run", expected_samples(tiny_build, 30, batch_per_rank=32, world=2))
     from training.train_loop import latest_checkpoint
 
-    assert latest_checkpoint(tmp_path / "run/ray", "tiny").name == "step-0000012"  # a Ray Train checkpoint
+    assert latest_checkpoint(tmp_path / "run/ray", "tiny").name == "step-0000030"  # a Ray Train checkpoint
     assert len(list((tmp_path / "run/ray/tiny").glob("step-*"))) == 2  # Ray prunes to CheckpointConfig(num_to_keep=2)
-    assert res["metrics"]["step"] == 12  # the Result's metrics: those of the last checkpoint
+    assert {p.name for p in (tmp_path / "run/ray/tiny/step-0000030").iterdir()} >= {"state.pt", "rank-0.pt", "rank-1.pt"}
+    assert res["metrics"]["step"] == 30  # the Result's metrics: those of the last checkpoint
     progress = (tmp_path / "run/progress.log").read_text()  # what the terminal and the Prefect logs show
-    assert "step 12/12 (100%) loss" in progress and "samples/s data-wait" in progress and "eta 0m00s" in progress
+    assert "step 30/30 (100%) loss" in progress and "samples/s data-wait" in progress and "eta 0m00s" in progress
     client = mlflow.tracking.MlflowClient(spec["mlflow"]["tracking_uri"])
     hist = client.get_metric_history(res["run_id"], "train/loss")
-    steps = sorted({h.step for h in hist})
-    assert steps == [2, 4, 6, 8, 10, 12]  # continuous after the restart from the step-4 checkpoint
+    assert sorted({h.step for h in hist}) == list(range(2, 31, 2))  # continuous after the restart
     run = client.get_run(res["run_id"])
     assert run.data.params["spec.model"] == "debug-vit" and "dataset.spec_hash" in run.data.params
     assert "prefect.flow_run_id" in run.data.tags
@@ -131,7 +135,7 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     cmd = [str(Path(sys.executable).parent / "openwit"), "pretrain", str(spec_file)]
-    env = {k: v for k, v in os.environ.items() if k != "OPENWIT_TEST_KILL_AT_STEP"}
+    env = dict(os.environ)
     # a crashed `ray start` leaves its address behind: a local run must start its own Ray anyway
     import tempfile
 

@@ -16,9 +16,9 @@ def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_worl
 
     from flows import evaluate as ev
     from tasks.world import generate
+    from tests.conftest import train_bpe
     from training.checkpoint import save_model
     from training.model import CLIP, CLIPConfig
-    from training.tokenizer import train_bpe
 
     world, _port, _ = tiny_world
     monkeypatch.setattr(generate, "world_dir", lambda s, root=None: world)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tasks.specs import SpecError, load_spec
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 from tests.tasks.test_vocabulary import _multistream
 
 CRAWL = "CC-MAIN-2020-34"
@@ -126,7 +126,7 @@ def _named(spec: dict, dumps: str, cc: str, date: str = "20240601") -> dict:
 def test_wit_400m_resolves_its_inputs_from_names(mirror, tmp_path, base):
     """The wit-400m spec as shipped names its inputs; pointed at a mirror (a server, file://, a
     folder) it resolves every part with its index, 24 hours of each day, and the crawl's files."""
-    from tasks.build_stages import make_context
+    from tasks.context import make_context
 
     root, url, files, _ = mirror
     where = {"http": url, "file": f"file://{root}", "folder": str(root)}[base]
@@ -147,7 +147,7 @@ def test_wit_400m_resolves_its_inputs_from_names(mirror, tmp_path, base):
 
 
 def test_a_failed_dump_and_a_wrong_crawl_id_are_refused_with_the_fix(mirror, tmp_path):
-    from tasks.build_stages import make_context
+    from tasks.context import make_context
 
     _, url, _, _ = mirror
     spec = load_spec(_named(yaml.safe_load((REPO / "data_specs/wit-400m.yaml").read_text()), url, url, date="20240501"))

@@ -40,7 +40,6 @@ def ray_cluster(tmp_path_factory):
     ray_tmp = tempfile.mkdtemp(prefix="owray", dir="/tmp")
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0",
                RAY_TMPDIR=ray_tmp)
-    env.pop("OPENWIT_TEST_KILL_AT_STEP", None)
     tmp = tmp_path_factory.mktemp("ray")
     common = ["--num-cpus=2", "--disable-usage-stats", "--block"]
     procs = [subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false",
@@ -70,7 +69,7 @@ def ray_cluster(tmp_path_factory):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_build_and_pretrain_on_a_two_node_cluster(ray_cluster, tiny_world, tmp_path):
+def test_build_and_pretrain_on_a_two_node_cluster_resumes_exactly_every_rank(ray_cluster, tiny_world, tmp_path):
     import mlflow
 
     address, env = ray_cluster
@@ -101,14 +100,19 @@ def test_build_and_pretrain_on_a_two_node_cluster(ray_cluster, tiny_world, tmp_p
     pre["output_dir"] = str(tmp_path / "run")
     pre["eval_suites"] = []
     pre["scaling"].update(address=address, placement_strategy="STRICT_SPREAD")
+    pre["train"].update(steps=30, record_samples=True)
     pre["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pre))
-    r = subprocess.run([str(BIN / "openwit"), "pretrain", str(tmp_path / "pretrain.yaml")], cwd=REPO, text=True, capture_output=True,
-                       env=dict(env, OPENWIT_TEST_KILL_AT_STEP="6"), timeout=300)
+    from tests.conftest import TrainWorkerKiller, assert_exact_resume, expected_samples
+
+    with TrainWorkerKiller([tmp_path / "run"], at_step=6, rank=1) as killer:  # a worker on one of the nodes dies mid-run
+        r = subprocess.run([str(BIN / "openwit"), "pretrain", str(tmp_path / "pretrain.yaml")], cwd=REPO, text=True,
+                           capture_output=True, env=env, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert (tmp_path / "run/killed-once").read_text() == "6"  # a worker died mid-run
+    assert 6 <= killer.killed[tmp_path / "run"] < 30
+    assert_exact_resume(tmp_path / "run", expected_samples(out, 30, batch_per_rank=32, world=2))
     client = mlflow.tracking.MlflowClient(pre["mlflow"]["tracking_uri"])
     run_id = (tmp_path / "run/mlflow_run_id").read_text()
-    assert sorted({h.step for h in client.get_metric_history(run_id, "train/loss")}) == [2, 4, 6, 8, 10, 12]
+    assert sorted({h.step for h in client.get_metric_history(run_id, "train/loss")}) == list(range(2, 31, 2))
     tags = client.get_run(run_id).data.tags
     assert tags["ray.num_nodes"] == "2", tags.get("ray.worker_nodes")  # one worker on each node

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks.datacard import sha256_file
+from tasks.manifest.manifest import sha256_file
 from tests.conftest import REPO, free_port
-from tests.flows.test_inputs_by_name import CRAWL, _named, mirror  # mirror: a fixture the wit-400m test uses
+from tests.flows.test_inputs_by_name import CRAWL, _named  # mirror: a fixture the wit-400m test uses
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

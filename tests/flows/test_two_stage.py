@@ -5,13 +5,12 @@ stage is its own MLflow run under the run's, a worker killed in either stage res
 stage's checkpoint, and a rerun skips finished stages."""
 
 import json
-import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import build_on_tiny_world
+from tests.conftest import TrainWorkerKiller, assert_exact_resume, build_on_tiny_world, expected_samples
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +38,9 @@ def test_the_chinese_build_has_chinese_captions_and_a_language_row(tiny_zh_build
 
 def _image_donor(folder):
     """A saved model with debug-rn's image tower (as pretrain/sample writes one)."""
+    from tests.conftest import train_bpe
     from training.checkpoint import save_model
     from training.model import CLIP, CLIPConfig, preset_dict
-    from training.tokenizer import train_bpe
 
     tok = train_bpe(["a red circle", "a blue square"] * 20, vocab_size=300)
     cfg = CLIPConfig.from_dict(preset_dict("debug-rn"))
@@ -66,17 +65,18 @@ def test_two_stages_lock_then_unlock_each_nested_and_resumable(tiny_zh_build, tm
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = {"kind": "pretrain", "name": "zh-stages", "output_dir": str(tmp_path / "run"), "model": "debug-rn-bert",
             "init_image_from": str(donor), "data": {"build": str(tiny_zh_build), "image_size": 32},
-            "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1, "seed": 0},
-            "stages": [{"name": "lock-image", "steps": 4, "lock_image": True}, {"name": "unlocked", "steps": 4, "lr": 5e-4}],
+            "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1, "seed": 0,
+                      "record_samples": True},
+            "stages": [{"name": "lock-image", "steps": 8, "lock_image": True}, {"name": "unlocked", "steps": 8, "lr": 5e-4}],
             "scaling": {"workers": 1, "resources_per_worker": {"CPU": 2}, "max_failures": 2},
             "eval_suites": ["data_specs/eval/sample-tiny-shape-zh.yaml"], "mlflow": {"experiment": "zh-stages", "tracking_uri": uri}}
-    os.environ["OPENWIT_TEST_KILL_AT_STEP"] = "3"  # the worker dies at step 3 of each stage, once
-    try:
-        res = pretrain(spec=spec)
-    finally:
-        os.environ.pop("OPENWIT_TEST_KILL_AT_STEP")
     s1, s2 = tmp_path / "run/stage-1-lock-image", tmp_path / "run/stage-2-unlocked"
-    assert (s1 / "killed-once").read_text() == (s2 / "killed-once").read_text() == "3"  # both stages resumed from step 2
+    with TrainWorkerKiller([s1, s2], at_step=3) as killer:  # the worker dies after step 3 of each stage, once
+        res = pretrain(spec=spec)
+    assert set(killer.killed) == {s1, s2} and all(3 <= k < 8 for k in killer.killed.values())
+    want = expected_samples(tiny_zh_build, 8, batch_per_rank=32, world=1)  # each stage reads the build from its start
+    assert_exact_resume(s1, want)
+    assert_exact_resume(s2, want)
     start = load_file(str(donor / "model.safetensors"))
     one, two = load_file(str(s1 / "model/model.safetensors")), load_file(str(s2 / "model/model.safetensors"))
     visual = [k for k in one if k.startswith("visual.")]
@@ -96,11 +96,11 @@ def test_two_stages_lock_then_unlock_each_nested_and_resumable(tiny_zh_build, tm
     assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
     for c in children:
         steps = sorted({h.step for h in client.get_metric_history(c.info.run_id, "train/loss")})
-        assert steps == [1, 2, 3, 4]  # continuous across the restart
+        assert steps == list(range(1, 9))  # continuous across the restart
         assert "zeroshot/sample-tiny-shape-zh/top1" in c.data.metrics
     assert parent.data.metrics["zeroshot/sample-tiny-shape-zh/top1"] == next(
         c for c in children if c.info.run_name.endswith("unlocked")).data.metrics["zeroshot/sample-tiny-shape-zh/top1"]
 
     again = pretrain(spec=spec)  # a rerun: both stages are done, nothing trains again
-    assert again["run_id"] == res["run_id"] and again["metrics"]["step"] == 4
+    assert again["run_id"] == res["run_id"] and again["metrics"]["step"] == 8
     assert len(client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res['run_id']}'")) == 2

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.balancing import balance_shards, balance_table, keep_probabilities
+from tasks.curate.balancing import balance_shards, balance_table, keep_probabilities
 
 
 def _matched(n, entries_of, offset=0):
@@ -56,7 +56,7 @@ def test_same_result_whatever_the_sharding(tmp_path):
 def test_data_card_bands_do_not_overlap_and_sum_to_all_entries():
     import numpy as np
 
-    from tasks.datacard import count_bands
+    from tasks.curate.balance_report import count_bands
 
     counts = np.array([0, 0, 1, 5, 9, 10, 19, 20, 50, 99, 100, 499, 500, 20000])
     for t, want in ((20, {"0": 2, "1-9": 3, "10-19": 2, ">=20": 7}),
@@ -80,7 +80,7 @@ def _shard(tmp_path, table, shards, name):
 def test_unbalanced_baseline_has_exactly_n_rows_and_ignores_the_sharding(tmp_path):
     """The "no balancing" baseline is a uniform sample of exactly the balanced set's size, and
     the same pairs however the matched pool is sharded (it is chosen by rank hash, streaming)."""
-    from tasks.balancing import in_unbalanced, unbalanced_sample
+    from tasks.curate.balancing import in_unbalanced, unbalanced_sample
 
     table = _matched(5000, lambda i: [i % 5])
     chosen = []
@@ -113,7 +113,7 @@ def test_data_card_head_share_falls_in_draws_while_a_ride_along_word_keeps_it_in
     """A Zipf pool where every caption also names one stopword-like entry ("of"): the draws that
     kept pairs give each head entry about t (so the head's share of draws falls to about half),
     while the stopword rides along with every kept pair (so its matches stay far above t)."""
-    from tasks.datacard import balance_report
+    from tasks.curate.balance_report import balance_report
 
     t, n_concepts = 20, 60
     per = [max(1, round(3000 / (k + 1) ** 1.5)) for k in range(n_concepts)]  # entries 1..60, entry 0 = "of"
@@ -129,18 +129,20 @@ def test_data_card_head_share_falls_in_draws_while_a_ride_along_word_keeps_it_in
     for e in np.nonzero(head)[0]:  # each head entry's own draws: Binomial(count, t / count)
         assert abs(after["drawn"][e] - t) < 4 * np.sqrt(t), (e, after["drawn"][e])
     assert (after["drawn"][~head] == counts[~head]).all()  # the tail draws every one of its pairs
-    r = balance_report(tmp_path / "counts.parquet", tmp_path / "bal", t)
+    from tasks.curate.balancing import BalanceStats
+
+    r = balance_report(tmp_path / "counts.parquet", tmp_path / "bal", t, BalanceStats())
     want_drawn = (t * head.sum()) / (t * head.sum() + counts[~head].sum())
-    assert abs(r["head_share_drawn"] - want_drawn) < 0.05
-    assert r["head_share_before"] - r["head_share_drawn"] > 0.2
+    assert abs(r.head_share_drawn - want_drawn) < 0.05
+    assert r.head_share_before - r.head_share_drawn > 0.2
     # "of" is in every kept pair: the balanced set's matches keep the head above half
-    assert after["count_after"][0] == after["count_after"][1:].sum() and r["head_share_after"] > 0.5
+    assert after["count_after"][0] == after["count_after"][1:].sum() and r.head_share_after > 0.5
     assert (tmp_path / "bal" / "balance.png").stat().st_size > 0
 
 
 def test_each_seed_and_entry_draws_its_own_stream():
     """Seed 1's entry 5 must not replay seed 0's entry 6 (a seed + entry key did); seed 0 is unchanged."""
-    from tasks.balancing import _splitmix, uid_u64, uniform_draws
+    from tasks.curate.balancing import _splitmix, uid_u64, uniform_draws
 
     uids = np.array([f"{i:040x}" for i in range(2000)], dtype=object)
     e = lambda k: np.full(len(uids), k, dtype=np.int64)

@@ -3,15 +3,17 @@ from urllib.parse import urljoin
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from tasks.candidates import PairFilter, extract_file, iter_table, iter_warc
+from tasks.crawl.extract import extract_file
+from tasks.crawl.filters import PairFilter
+from tasks.crawl.tables import iter_table
+from tasks.crawl.warc import iter_warc
 from tasks.engine import Stats
 from tasks.specs import CrawlSpec, TableSpec
-
-from tests.conftest import shared
+from tests.conftest import real
 
 
 def test_real_commoncrawl_warc_alt_pairs_have_absolute_urls(tmp_path):
-    path = shared("warc/cc-main-2020-34-excerpt.warc.gz")
+    path = real("warc/cc-main-2020-34-excerpt.warc.gz")
     spec = CrawlSpec(warc=["x"], languages=["any"], attributes=["alt"], min_text_chars=1)
     got = {(r["url"], r["text"]) for r in iter_warc(str(path), spec, Stats())}
     # independent expectation: a regex over the same HTML responses
@@ -19,11 +21,11 @@ def test_real_commoncrawl_warc_alt_pairs_have_absolute_urls(tmp_path):
     with open(path, "rb") as fh:
         for rec in ArchiveIterator(fh, parse_http=True, record_types=WarcRecordType.response):
             page, body = rec.headers["WARC-Target-URI"], rec.reader.read().decode("utf-8", "replace")
-            base = re.search(r"<base[^>]+href=[\"']([^\"']+)", body, re.I)
+            base = re.search(r"<base[^>]+href=[\"']([^\"']+)", body, re.IGNORECASE)
             base = urljoin(page, base.group(1)) if base else page
-            for tag in re.findall(r"<img\b[^>]*>", body, re.I):
-                alt = re.search(r"\balt\s*=\s*\"([^\"]*)\"|\balt\s*=\s*'([^']*)'", tag, re.I)
-                src = re.search(r"\bsrc\s*=\s*[\"']([^\"']*)", tag, re.I)
+            for tag in re.findall(r"<img\b[^>]*>", body, re.IGNORECASE):
+                alt = re.search(r"\balt\s*=\s*\"([^\"]*)\"|\balt\s*=\s*'([^']*)'", tag, re.IGNORECASE)
+                src = re.search(r"\bsrc\s*=\s*[\"']([^\"']*)", tag, re.IGNORECASE)
                 if alt and src and (alt.group(1) or alt.group(2) or "").strip() and not src.group(1).startswith("data:"):
                     want.add((urljoin(base, src.group(1).strip()), " ".join((alt.group(1) or alt.group(2)).split())))
     # texts differ only by page encoding (GBK, cp1251 pages), so compare the resolved URLs
@@ -58,7 +60,7 @@ def test_sample_world_warcs_count_every_drop(tiny_world, tmp_path):
 
 
 def test_laion_table(tmp_path):
-    path = shared("tables/laion400m-meta-10000.parquet")
+    path = real("tables/laion400m-meta-10000.parquet")
     stats = Stats()
     rows = list(iter_table(TableSpec(path=str(path), url_col="URL", caption_col="TEXT"), CrawlSpec(warc=["x"]), stats))
     assert stats.rows_in == 10000 and len(rows) > 5000
@@ -74,7 +76,7 @@ def test_cc3m_headerless_tsv(tmp_path):
 
 def test_language_id_keeps_short_real_english_captions():
     """fastText lid.176 (bench/language_id.py chose it): captions the langid.py rule dropped stay English."""
-    from tasks.candidates import detect_lang
+    from tasks.crawl.langid import detect_lang
 
     for text in ("a young man doing a jump with his skateboard in a skate park", "A Navajo rug made circa 1880",
                  '"Aristotle" by Jusepe de Ribera'):
@@ -93,9 +95,9 @@ def test_language_id_on_real_wikipedia_image_captions():
     sys.path.insert(0, str(REPO / "bench"))
     from language_id import wiki_captions
 
-    from tasks.candidates import detect_lang
+    from tasks.crawl.langid import detect_lang
 
-    caps = wiki_captions(shared("wiki/enwiki-2016-sample.xml.bz2"))
+    caps = wiki_captions(real("wiki/enwiki-2016-sample.xml.bz2"))
     assert len(caps) > 800
     assert sum(detect_lang(c) == "en" for c in caps) / len(caps) >= 0.95
 

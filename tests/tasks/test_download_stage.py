@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import engine
-from tasks.build_stages import BY_NAME, BuildContext
 from tasks.specs import BuildSpec
+from tasks.stages import BY_NAME, BuildContext
 
 
 def _ctx(tmp_path, lookup, t=50, **download) -> BuildContext:
@@ -46,7 +46,7 @@ def test_ten_thousand_urls_whose_hosts_never_answer_finish_within_a_minute(tmp_p
     assert stats.rows_in == 10_000 and stats.rows_out == 0 and dict(stats.dropped) == {"dns_timeout": 10_000}
     refused = pq.read_table(tmp_path / "download" / "refused.parquet")
     assert refused.num_rows == 10_000 and set(refused["reason"].to_pylist()) == {"dns_timeout"}
-    assert stats.info["dns_max_in_flight"] == 1000
+    assert stats.dns_max_in_flight == 1000
 
 
 def test_the_unbalanced_baseline_is_a_uniform_sample_of_the_whole_pool(tmp_path):
@@ -63,9 +63,9 @@ def test_the_unbalanced_baseline_is_a_uniform_sample_of_the_whole_pool(tmp_path)
     t = pq.read_table(tmp_path / "download" / "refused.parquet").to_pylist()
     balanced = [r for r in t if r["in_balanced"]]
     unbalanced = [r for r in t if r["in_unbalanced"]]
-    assert len(balanced) == bal.rows_out == len(unbalanced) == bal.info["unbalanced_baseline"]
+    assert len(balanced) == bal.rows_out == len(unbalanced) == bal.unbalanced_baseline
     only_unbalanced = [r for r in unbalanced if not r["in_balanced"]]
     assert len(only_unbalanced) > 0.5 * len(unbalanced)  # not a subset of the balanced set
-    head = lambda rs: sum(r["text"].startswith("head") for r in rs) / len(rs)  # noqa: E731
+    head = lambda rs: sum(r["text"].startswith("head") for r in rs) / len(rs)
     assert 0.85 < head(unbalanced) < 0.97  # the pool's head share: 2000/2200 = 0.91
     assert head(balanced) < 0.35  # balancing flattened it: about 50 of 250

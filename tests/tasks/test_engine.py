@@ -13,6 +13,12 @@ def _ctx(tmp_path, cfg="a"):
     return SimpleNamespace(out=tmp_path, log=lambda *_: None, cfg=cfg)
 
 
+class UnitStats(Stats):
+    """A stage's typed stats: what a report needs, as fields (never a dict of strings)."""
+
+    units: list[str] = []
+
+
 def _stage(calls, fail_after=None, name="download", reads=(), owns=("shards",)):
     def fn(run):
         done = []
@@ -25,12 +31,12 @@ def _stage(calls, fail_after=None, name="download", reads=(), owns=("shards",)):
                 (run.out / "shards" / f"{unit}.parquet").write_text(unit)
                 mark_unit(run.dir, unit, Stats(rows_in=10, rows_out=9, dropped={"http_404": 1}))
             done.append(unit_stats(run.dir, unit))
-        total = Stats()
+        total = UnitStats(units=["u0", "u1", "u2"])
         for s in done:
             total.add(s)
         return total
 
-    return Stage(name, fn, reads=reads, owns=owns, config=lambda ctx: ctx.cfg)
+    return Stage(name, fn, reads=reads, owns=owns, config=lambda ctx: ctx.cfg, stats=UnitStats)
 
 
 def test_done_is_skipped_and_stats_come_back_typed(tmp_path):
@@ -40,7 +46,10 @@ def test_done_is_skipped_and_stats_come_back_typed(tmp_path):
     assert (stats.rows_in, stats.rows_out, dict(stats.dropped)) == (30, 27, {"http_404": 3})
     again, skipped = engine.run(_ctx(tmp_path), _stage(calls))
     assert skipped and calls == ["u0", "u1", "u2"] and again.to_dict() == stats.to_dict()
-    assert engine.stage_stats(tmp_path, "download").rows_out == 27
+    back = engine.stage_stats(tmp_path, _stage(calls))
+    assert isinstance(back, UnitStats) and back.rows_out == 27 and back.units == ["u0", "u1", "u2"]
+    with pytest.raises(ValueError, match="extra"):  # a stats file with a field the type does not know is refused
+        UnitStats.from_dict({**stats.to_dict(), "info": {"t": 3}})
 
 
 def test_a_crashed_stage_resumes_from_its_finished_units(tmp_path):

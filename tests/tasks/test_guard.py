@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, check_host, worker_env
-
 from tests.conftest import free_port
 
 
@@ -82,7 +81,7 @@ class _Servers:
         outer = self
 
         class Allowed(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if self.path == "/img.jpg":
                     body = _jpeg()
                     self.send_response(200)
@@ -103,7 +102,7 @@ class _Servers:
                 pass
 
         class Forbidden(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 outer.forbidden_hits.append(self.path)
                 self.send_response(200)
                 self.end_headers()

@@ -69,7 +69,7 @@ def test_suites_are_class_uniform_and_split_by_web_frequency(world):
 def test_every_country_reaches_the_vocabulary_as_a_title(world, tmp_path):
     """The wiki, the pageviews and the web agree: each country is a popular title of the dump,
     so its captions can match; its lead sentence describes its flag."""
-    from tasks.vocabulary import build_vocabulary
+    from tasks.vocabulary.build import build_vocabulary
 
     out, _ = world
     spec = VocabularySpec(wikipedia=WikipediaSpec(min_unigram_count=100, min_bigram_count=30, min_pmi=3.0),
@@ -106,7 +106,7 @@ def test_zipf_weights_are_a_distribution():
 def test_chinese_names_are_unique_and_never_inside_one_another():
     import opencc
 
-    from tasks.text_rules import to_simplified
+    from tasks.vocabulary.text_rules import to_simplified
     from tasks.world import zh
 
     names = list(zh.names(longtail.concepts(0), 0).values())
@@ -122,10 +122,10 @@ def test_chinese_pages_caption_the_same_images_naming_the_same_countries(world):
     that names countries names the ones the English alt text of the same image names."""
     import re
 
-    from tasks.candidates import iter_warc
+    from tasks.crawl.warc import iter_warc
     from tasks.engine import Stats
     from tasks.specs import CrawlSpec
-    from tasks.text_rules import to_simplified
+    from tasks.vocabulary.text_rules import to_simplified
     from tasks.world import zh
 
     out, _ = world
@@ -155,7 +155,7 @@ def test_chinese_pages_caption_the_same_images_naming_the_same_countries(world):
 
 
 def test_every_country_reaches_the_chinese_vocabulary_as_a_title(world, tmp_path):
-    from tasks.vocabulary import build_vocabulary
+    from tasks.vocabulary.build import build_vocabulary
     from tasks.world import zh
 
     out, _ = world

@@ -1,11 +1,11 @@
-from tasks.matching import build_automaton, match_text, match_texts
+from tasks.curate.matching import build_automaton, match_text, match_texts
 
 VOCAB = ["red", "circle", "red circle", "Apple", "apple", "New York", "York", "café", "C++", "e"]
 
 
 def test_boundaries_punctuation_case_overlap_unicode():
     auto = build_automaton(VOCAB)
-    ids = lambda *qs: sorted(VOCAB.index(q) for q in qs)  # noqa: E731
+    ids = lambda *qs: sorted(VOCAB.index(q) for q in qs)
     cases = {
         "a red circle": ids("red", "circle", "red circle"),
         "red,circle!": ids("red", "circle"),          # punctuation is a boundary, so no bigram

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import build_stages
-from tasks.balancing import language_thresholds, p_to_t, t_to_p
+from tasks import stages as build_stages
+from tasks.context import make_context
+from tasks.curate.balancing import language_thresholds, p_to_t, t_to_p
 from tasks.specs import BalancingSpec, SpecError, load_spec
 
 EN = ("The red flag flies over the square. A red flag and a blue flag. "
@@ -57,7 +58,7 @@ def _spec(tmp_path, **balancing):
 def test_multilingual_stages_match_each_caption_against_its_language_and_balance_per_language(tmp_path):
     spec = _spec(tmp_path)
     assert spec.crawl.languages == ["en", "zh"] and spec.vocabularies["zh"].language == "zh"
-    ctx = build_stages.make_context(spec, log=lambda *_: None)
+    ctx = make_context(spec, log=lambda *_: None)
     for stage in ("vocabulary", "candidates", "match", "balance"):
         build_stages.run_stage(ctx, stage)
     out = ctx.out
@@ -87,16 +88,16 @@ def test_multilingual_stages_match_each_caption_against_its_language_and_balance
     p_en = c["en"][c["en"] < 10].sum() / c["en"].sum()
     zs = np.sort(c["zh"])
     t_zh = int(zs[np.abs(np.cumsum(zs) / zs.sum() - p_en).argmin()])
-    bal = json.loads((out / "balance/stats.json").read_text())
-    assert bal["t_by_language"] == {"en": 10, "zh": t_zh}
-    assert bal["pairs_by_language"]["en"]["pool"] == 37 and bal["pairs_by_language"]["zh"]["pool"] == 30
-    assert bal["t_by_language"]["zh"] != 10  # the rule moved it (zh's counts differ from English's)
-    info = build_stages.engine.stage_stats(out, "balance").info
+    bal = build_stages.stage_stats(out, "balance")
+    assert bal.t_by_language == {"en": 10, "zh": t_zh}
+    assert bal.pairs_by_language["en"].pool == 37 and bal.pairs_by_language["zh"].pool == 30
+    assert bal.t_by_language["zh"] != 10  # the rule moved it (zh's counts differ from English's)
+    info = build_stages.stage_stats(out, "balance")
     for lang in ("en", "zh"):
-        row = info["by_language"][lang]
-        assert row["t"] == bal["t_by_language"][lang]
-        assert row["tail_share_at_t"] == pytest.approx(c[lang][c[lang] < row["t"]].sum() / c[lang].sum(), abs=1e-4)
-        assert row["head_share_after"] < row["head_share_before"]  # balancing bit in both languages
+        row = info.by_language[lang]
+        assert row.t == info.t_by_language[lang]
+        assert row.tail_share_at_t == pytest.approx(c[lang][c[lang] < row.t].sum() / c[lang].sum(), abs=1e-4)
+        assert row.head_share_after < row.head_share_before  # balancing bit in both languages
 
 
 def test_the_per_language_t_rule_by_hand():

@@ -2,7 +2,6 @@ import pytest
 import yaml
 
 from tasks.specs import BuildSpec, SpecError, load_spec
-
 from tests.conftest import REPO
 
 
@@ -33,7 +32,7 @@ def test_missing_spec_file():
 
 
 def test_missing_input_file_fails_before_any_work(tmp_path):
-    from tasks.build_stages import make_context
+    from tasks.context import make_context
 
     spec = load_spec({"kind": "build-wit", "name": "x", "output_dir": str(tmp_path / "out"),
                       "crawl": {"warc": [str(tmp_path / "missing.warc.gz")]}}, BuildSpec)
@@ -74,8 +73,8 @@ def test_a_build_never_fetches_from_another_server_on_the_world_port(tiny_world,
 
     import pytest
 
-    from tasks.build_stages import BuildContext
     from tasks.specs import BuildSpec, SpecError
+    from tasks.stages import BuildContext
     from tests.conftest import free_port
 
     world, _port, wspec = tiny_world

@@ -9,13 +9,14 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.engine import Stats
 from tasks.specs import PageviewsSpec, VocabularySpec, WikiApiSpec, WikipediaSpec, WordNetSpec
-from tasks.text_rules import tokens
-from tasks.vocabulary import build_vocabulary
-from tasks.wikitext import iter_article_texts, wikitext_to_text
-from tasks.wordnet import synset_head_names
+from tasks.vocabulary.build import build_vocabulary
+from tasks.vocabulary.text_rules import tokens
+from tasks.vocabulary.wikitext import iter_article_texts, wikitext_to_text
+from tasks.vocabulary.wordnet import synset_head_names
 from tasks.world.concepts import POISON
-from tests.conftest import shared
+from tests.conftest import real
 
 PAGE = """<page><title>{t}</title><ns>{ns}</ns><id>1</id>{r}<revision><text>{x}</text></revision></page>"""
 
@@ -52,8 +53,9 @@ def test_hand_counts_are_exact_and_skips_redirects_and_namespaces(tmp_path):
     assert q["red circle"]["bigram_count"] == 3  # bigrams never span punctuation
     assert q["Circle"]["title_views"] == 80 and q["Circle"]["sources"] == ["wikipedia_title"]
     assert "Main Page" not in q and "Square" not in q  # not in the dump / below threshold (en.m is another project)
-    assert stats["parts"]["0000-d.xml.bz2"]["skipped_redirect"] == 1
-    assert stats["parts"]["0000-d.xml.bz2"]["skipped_other_namespace"] == 1
+    assert stats.dropped["redirect_page"] == 1 and stats.dropped["other_namespace"] == 1 and stats.rows_in == 4
+    part = json.loads((tmp_path / "voc/stats.json").read_text())["parts"]["0000-d.xml.bz2"]
+    assert part["dropped"] == {"other_namespace": 1, "redirect_page": 1} and part["counts"]["articles"] == 2
     assert [r["entry_id"] for r in pq.read_table(tmp_path / "voc/queries.parquet").to_pylist()] == list(range(len(q)))
 
 
@@ -76,11 +78,11 @@ def test_sample_world_vocabulary_has_no_markup_words(tiny_world, tmp_path):
 
 
 def test_real_wikipedia_excerpt():
-    path = shared("wiki/enwiki-2016-sample.xml.bz2")
-    stats = {}
+    path = real("wiki/enwiki-2016-sample.xml.bz2")
+    stats = Stats()
     texts = list(iter_article_texts(str(path), stats))
-    assert stats["skipped_redirect"] + stats["articles"] + stats["skipped_other_namespace"] == 206
-    assert stats["skipped_redirect"] >= 99 and stats["articles"] == 106
+    assert stats.rows_in == stats.dropped["redirect_page"] + stats.counts["articles"] + stats.dropped["other_namespace"] == 206
+    assert stats.dropped["redirect_page"] >= 99 and stats.counts["articles"] == 106
     leftovers = [t for _, t in texts if "{{" in t or "[[File:" in t]
     assert len(leftovers) <= len(texts) // 20  # unbalanced markup in real pages may survive
 
@@ -125,20 +127,20 @@ class FakeMediaWiki(BaseHTTPRequestHandler):
 
 
 def test_wikipedia_api_source_with_429(tmp_path):
-    from tasks.wiki_api import fetch_articles
+    from tasks.vocabulary.wiki_api import fetch_articles
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeMediaWiki)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         api = WikiApiSpec(titles=["Circle"], category="Shapes", random=1, max_articles=5,
                           api_url=f"http://127.0.0.1:{srv.server_port}/w/api.php", requests_per_second=50, user_agent="openwit-test/0.1 (tests)")
-        stats = {}
+        stats = Stats()
         got = dict(fetch_articles(api, stats))
     finally:
         srv.shutdown()
     assert set(got) == {"Circle", "Hexagon", "Ring"} and "red shape" in got["Circle"]
     assert FakeMediaWiki.calls[0][1].startswith("openwit-test/0.1 (tests)")
-    assert stats["api_articles"] == 3
+    assert stats.counts["articles"] == 3
 
 
 def _multistream(xml: str, out: Path, pages_per_stream: int) -> tuple[Path, Path]:
@@ -162,16 +164,16 @@ def _multistream(xml: str, out: Path, pages_per_stream: int) -> tuple[Path, Path
 
 
 def test_multistream_ranges_count_exactly_like_the_whole_file(tiny_world, tmp_path):
-    from tasks.wikitext import multistream_ranges
+    from tasks.vocabulary.wikitext import multistream_ranges
 
     world, _port, _ = tiny_world
     xml = bz2.decompress((world / "wiki/enwiki-sample-pages-articles.xml.bz2").read_bytes()).decode()
     dump, index = _multistream(xml, tmp_path, pages_per_stream=7)
     ranges = multistream_ranges(str(index), streams_per_part=3)
     assert len(ranges) >= 3 and ranges[-1][1] is None and ranges[0][0] > 0  # the header stream is skipped
-    whole_stats: dict = {}
+    whole_stats = Stats()
     whole = list(iter_article_texts(str(dump), whole_stats))
-    parts, part_stats = [], {}
+    parts, part_stats = [], Stats()
     for a, b in ranges:
         parts += list(iter_article_texts(f"{dump}#bytes={a}-{'' if b is None else b}", part_stats))
     assert parts == whole and part_stats == whole_stats  # every page once, in order, skips counted the same
@@ -183,7 +185,7 @@ def test_multistream_ranges_count_exactly_like_the_whole_file(tiny_world, tmp_pa
     ta, tb = (pq.read_table(tmp_path / d / "queries.parquet") for d in ("a", "b"))
     assert ta.num_rows > 20 and ta.equals(tb)
 
-    from tasks.build_stages import make_context
+    from tasks.context import make_context
     from tasks.specs import BuildSpec, SpecError, load_spec
 
     raw = {"kind": "build-wit", "name": "ms", "output_dir": str(tmp_path / "out"),
@@ -201,7 +203,7 @@ def test_popular_titles_in_parallel_sum_every_hour_and_count_what_was_skipped(tm
     in-memory count, a missing hour counted not fatal, and a rerun reads no hour again."""
     import random
 
-    from tasks.pageviews import popular_titles, title_views
+    from tasks.vocabulary.pageviews import popular_titles, title_views
 
     rng = random.Random(0)
     files = []
@@ -212,11 +214,11 @@ def test_popular_titles_in_parallel_sum_every_hour_and_count_what_was_skipped(tm
         files[-1].write_bytes(gzip.compress("\n".join(lines).encode()))
     names = [str(f) for f in files] + [str(tmp_path / "pageviews-20240101-050000.gz")]  # an hour that is missing
     want = {t: v for t, v in title_views(names, ["en"]).items() if v >= 300}
-    stats: dict = {}
+    stats = Stats()
     got = popular_titles(names, ["en"], 300, tmp_path / "pv", partitions=4, workers=2, stats=stats)
     assert got == want and len(got) > 10
-    assert stats["missing_files"] == 1 and stats["files"] == 5
-    assert stats["malformed_lines"] == 5 and stats["skipped_namespace_titles"] == 5
+    assert stats.dropped["missing_pageview_file"] == 1 and stats.counts["pageview_files"] == 5
+    assert stats.dropped["malformed_pageview_line"] == 5 and stats.dropped["namespace_title"] == 5
     for f in files:
         f.unlink()  # counted hours are cached units
     assert popular_titles(names, ["en"], 300, tmp_path / "pv", partitions=4) == want
@@ -228,7 +230,7 @@ def test_partition_merge_folds_spills_in_batches_with_the_same_sums(tmp_path, mo
     import random
     from collections import Counter
 
-    from tasks import counting
+    from tasks.vocabulary import counting
 
     rng = random.Random(1)
     want: Counter[str] = Counter()

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from tasks import build_stages
+from tasks import stages as build_stages
+from tasks.context import make_context
 from tasks.specs import BuildSpec
 
 SITE = "http://pages.example.org"
@@ -131,7 +132,7 @@ def test_three_writers_yield_the_independent_count(tmp_path):
         spec = BuildSpec(name=f"w-{name}", output_dir=str(tmp_path / f"build-{name}"),
                          crawl={"warc": [str(path)], "languages": ["any"], "min_text_chars": 1, "workers": 1},
                          vocabulary={"wordnet": {"enabled": False}})
-        ctx = build_stages.make_context(spec, log=lambda *_: None)
+        ctx = make_context(spec, log=lambda *_: None)
         stats, _ = build_stages.run_stage(ctx, "candidates")
         got = set()
         for f in (ctx.out / "candidates").glob("*.parquet"):

@@ -4,7 +4,7 @@ import gzip
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from tasks.specs import WorldSpec
-from tasks.wikitext import iter_pages
+from tasks.vocabulary.wikitext import iter_pages
 from tasks.world.generate import generate
 
 

@@ -7,8 +7,7 @@ import bz2
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.counting import zh_tokens
-from tasks.matching import build_automaton, match_text
+from tasks.curate.matching import build_automaton, match_text
 from tasks.specs import (
     BuildSpec,
     PageviewsSpec,
@@ -18,8 +17,9 @@ from tasks.specs import (
     WordNetSpec,
     load_spec,
 )
-from tasks.vocabulary import build_vocabulary
-from tests.conftest import shared
+from tasks.vocabulary.build import build_vocabulary
+from tasks.vocabulary.counting import zh_tokens
+from tests.conftest import real
 
 # written for this project; the second article is in Traditional script
 ARTICLES = {
@@ -113,11 +113,11 @@ def test_language_zh_sets_the_vocabulary_and_crawl_languages():
 def test_real_crawl_zh_alt_texts_come_through_the_zh_path():
     """The Common Crawl excerpt's Chinese pages: language ID keeps their alt texts as zh, and the
     zh rules match them against a Chinese vocabulary."""
-    from tasks.candidates import iter_warc
+    from tasks.crawl.warc import iter_warc
     from tasks.engine import Stats
     from tasks.specs import CrawlSpec
 
-    path = shared("warc/cc-main-2020-34-excerpt.warc.gz")
+    path = real("warc/cc-main-2020-34-excerpt.warc.gz")
     rows = list(iter_warc(str(path), CrawlSpec(warc=["x"], languages=["zh"], attributes=["alt"], min_text_chars=1), Stats()))
     texts = [r["text"] for r in rows]
     assert len(texts) >= 10 and all(r["lang"] == "zh" for r in rows)
@@ -131,7 +131,7 @@ def test_real_crawl_zh_alt_texts_come_through_the_zh_path():
 def test_language_id_tells_short_chinese_from_short_japanese():
     """lid.176 confuses the two on a few characters; script decides where it can: Japanese writes
     kana, Chinese never does (bench/language_id.py measures the rule on short real captions)."""
-    from tasks.candidates import detect_lang
+    from tasks.crawl.langid import detect_lang
 
     assert detect_lang("微信二维码") == detect_lang("国旗") == detect_lang("用心专注，服务专业") == "zh"
     assert detect_lang("紅色國旗") == detect_lang("蓝色圆环") == detect_lang("菱形，紫色") == "zh"  # lid.176 alone: zh, en, sr
@@ -154,11 +154,11 @@ def test_chinese_wordnet_from_an_open_multilingual_wordnet_file(tmp_path):
                           wordnet=WordNetSpec(path=str(tmp_path)))
     stats = build_vocabulary(spec, tmp_path / "v", [_dump(tmp_path / "d.xml.bz2")], [], progress=lambda *_: None)
     q = {r["query"]: r["sources"] for r in pq.read_table(tmp_path / "v/queries.parquet").to_pylist()}
-    assert q == {"狗": ["wordnet"], "国旗": ["wordnet"], "能": ["wordnet"]} and stats["wordnet_synsets"] == 3
+    assert q == {"狗": ["wordnet"], "国旗": ["wordnet"], "能": ["wordnet"]} and stats.wordnet_synsets == 3
 
 
 def test_a_chinese_build_without_a_chinese_wordnet_says_how_to_fix_it(tmp_path):
-    from tasks.build_stages import make_context
+    from tasks.context import make_context
 
     table = tmp_path / "t.jsonl"
     table.write_text('{"url": "http://a.example/1.jpg", "caption": "国旗"}\n')

@@ -143,8 +143,8 @@ def test_a_text_tower_starts_from_a_hugging_face_bert_folder(tmp_path):
 
 
 def test_imagenet_in_chinese_uses_chinese_clips_names_and_templates():
-    from tasks.suites import resolve_suite
+    from flows.configs import suite_config
 
-    d = resolve_suite("data_specs/eval/imagenet-val-zh.yaml")
-    assert len(d["classnames"]) == 1000 and d["classnames"][:3] == ["丁鲷", "金鱼", "大白鲨"]
-    assert len(d["templates"]) == 80 and d["templates"][0] == "{}的照片。" and all("{}" in t for t in d["templates"])
+    d = suite_config("data_specs/eval/imagenet-val-zh.yaml")
+    assert len(d.classnames) == 1000 and d.classnames[:3] == ("丁鲷", "金鱼", "大白鲨") and d.language == "zh"
+    assert len(d.templates) == 80 and d.templates[0] == "{}的照片。" and all("{}" in t for t in d.templates)

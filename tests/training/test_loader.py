@@ -1,4 +1,5 @@
-"""The streaming loader: disjoint shares, exact resume, no duplicates for bad records, bounded reads."""
+"""The streaming loader: disjoint shares, exact resume, no duplicates for bad records, bounded
+reads, and the same batches with 0, 1 or N decode processes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import LoaderState, ShardLoader
+from training.data.loader import ShardLoader
+from training.data.shares import LoaderState, RowStream
 
 
 class CharTokenizer:
@@ -53,7 +55,8 @@ def make_build(root: Path, shards: int = 4, rows: int = 50, row_group: int = 10,
 
 
 def loader(build: Path, **kw) -> ShardLoader:
-    args = dict(tokenizer=CharTokenizer(), image_size=16, batch_size=8, seed=0, shuffle_units=2, unit_rows=10, threads=2)
+    args = dict(tokenizer=CharTokenizer(), image_size=16, batch_size=8, seed=0, shuffle_units=2, unit_rows=10, workers=0,
+                chunk_rows=5)
     args.update(kw)
     return ShardLoader(build, **args)
 
@@ -146,14 +149,14 @@ def test_reads_are_bounded_by_the_shuffle_window(tmp_path, monkeypatch):
     """The memory bound: a block never holds more rows than shuffle_units x unit_rows."""
     build = make_build(tmp_path, shards=8, rows=100)
     sizes = []
-    orig = ShardLoader._read_block
+    orig = RowStream.read_block
 
     def spy(self, units):
         out = orig(self, units)
         sizes.append(len(out[0]))
         return out
 
-    monkeypatch.setattr(ShardLoader, "_read_block", spy)
+    monkeypatch.setattr(RowStream, "read_block", spy)
     with loader(build, shuffle_units=3, batch_size=16) as ld:
         for _ in range(30):
             ld.next_batch()
@@ -172,13 +175,60 @@ def test_old_checkpoint_positions_restart_the_epoch():
 
 
 def test_without_augmentation_images_are_clips_centre_crop_normalised(tmp_path):
-    """Batches normalised in torch equal the evaluation transform (to_tensor of the centre crop)."""
-    from training.data import center_resize, to_tensor
+    """uint8 batches normalised where the model runs equal the evaluation transform (to_tensor of
+    the centre crop)."""
+    from training.data.images import eval_tensor, normalise
 
     build = make_build(tmp_path, shards=1, rows=40)
     with loader(build, augment=False, batch_size=8) as ld:
         images, _ = ld.next_batch()
         uids = ld.last_uids
-    for img, uid in zip(images, uids):
-        expected = to_tensor(center_resize(Image.open(io.BytesIO(jpeg(int(uid[1:])))), 16))
+    assert images.dtype == torch.uint8 and images.shape == (8, 16, 16, 3)  # [B,H,W,3]: a quarter of float32's bytes
+    for img, uid in zip(normalise(images), uids):
+        expected = eval_tensor(Image.open(io.BytesIO(jpeg(int(uid[1:])))), 16)
         assert np.allclose(img.numpy(), expected, atol=1e-5)
+
+
+def _sequence(build: Path, steps: int, state: LoaderState | None = None, **kw) -> tuple[list, LoaderState]:
+    """(uids, images, tokens) of `steps` batches, and the position after them."""
+    out = []
+    with loader(build, state=state, **kw) as ld:
+        for _ in range(steps):
+            img, tok = ld.next_batch()
+            out.append((list(ld.last_uids), img.clone(), tok.clone()))
+        return out, ld.state()
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_decode_processes_give_the_same_batches_as_one_thread_across_a_resume_on_every_rank(tmp_path, world):
+    """The multi-process path yields exactly the single-process sequence (uids, crops, tokens) for
+    a seed, on every rank, and so does a resume from the middle of an epoch, with bad records and
+    epochs crossed in between."""
+    build = make_build(tmp_path, bad={5, 17, 60, 111})
+    for rank in range(world):
+        ref, _ = _sequence(build, 14, rank=rank, world=world, workers=0)
+        assert len({u for uids, _, _ in ref for u in uids}) > 100 // world  # more than one epoch of this rank's share
+        par, _ = _sequence(build, 14, rank=rank, world=world, workers=2)
+        head, mid = _sequence(build, 5, rank=rank, world=world, workers=2)
+        assert mid.offset > 0 or mid.block > 0  # the middle of an epoch
+        tail, _ = _sequence(build, 9, state=LoaderState.from_dict(mid.to_dict()), rank=rank, world=world, workers=3)
+        for (u0, i0, t0), (u1, i1, t1), (u2, i2, t2) in zip(ref, par, head + tail):
+            assert u0 == u1 == u2
+            assert torch.equal(i0, i1) and torch.equal(i0, i2)  # the same crops, byte for byte
+            assert torch.equal(t0, t1) and torch.equal(t0, t2)
+
+
+def test_a_batch_never_holds_a_row_twice_even_when_a_share_is_smaller_than_it(tmp_path):
+    """A rank whose share of an epoch is smaller than its batch would wrap into the next epoch
+    and repeat rows: refused with a clear error (the build's 40 rows pass the global check; its
+    subset's 20, split over 2 ranks, do not fill a batch of 16). A share a little larger than a batch wraps
+    without repeating a uid in any batch (the repeat is skipped as duplicate_in_batch)."""
+    small = make_build(tmp_path / "small", shards=1, rows=40, row_group=5, unbalanced_only=set(range(0, 40, 2)))  # 20 balanced rows
+    with pytest.raises(ValueError, match="fewer than its batch of 16"), loader(small, batch_size=16, world=2, rank=1) as ld:
+        ld.next_batch()
+    ok = make_build(tmp_path / "ok", shards=1, rows=18, row_group=9)
+    with loader(ok, batch_size=16, shuffle_units=1, unit_rows=9) as ld:
+        for _ in range(8):
+            ld.next_batch()
+            assert len(set(ld.last_uids)) == 16
+        assert ld.state().skipped.get("duplicate_in_batch", 0) > 0

@@ -1,18 +1,18 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.conftest import REPO, free_port, train_bpe
 from training.checkpoint import load_model, save_model
 from training.convert import from_open_clip, to_open_clip
 from training.loss import clip_loss
 from training.model import CLIP, CLIPConfig, count_params
-from training.tokenizer import from_clip_bpe, train_bpe
-
-from tests.conftest import REPO, free_port
+from training.tokenizer import from_clip_bpe
 
 OPEN_CLIP_COUNTS = {"RN50": 102_007_137, "ViT-B-32": 151_277_313, "ViT-B-16": 149_620_737,
                     "ViT-L-14": 427_616_513, "ViT-L-14-336": 427_944_193}
@@ -98,26 +98,6 @@ def test_tokenizer_round_trip_and_truncation(tmp_path):
     assert short[len(tok.encode("a red circle")) + 1] == tok.eot_id and short[-1] == 0
 
 
-def test_tokenizer_from_shards_reads_an_even_sample_when_capped(tmp_path):
-    """A build's tokenizer learns from at most max_captions captions, every k-th row across shard
-    boundaries (empty shards included), and from all of them without a cap."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from training.tokenizer import _captions
-
-    shards, n = [], 0
-    for k, rows in enumerate([7, 0, 13, 5]):
-        shards.append(tmp_path / f"{k:05d}.parquet")
-        pq.write_table(pa.table({"caption": [f"caption {n + i}" for i in range(rows)]}), shards[-1])
-        n += rows
-    assert list(_captions(shards)) == [f"caption {i}" for i in range(25)] == list(_captions(shards, 25))
-    assert list(_captions(shards, 8)) == [f"caption {i}" for i in range(0, 25, 4)]  # k = ceil(25 / 8)
-    assert list(_captions(shards, 1)) == ["caption 0"]
-    tok = train_bpe(shards, tmp_path / "tok.json", vocab_size=300, max_captions=8)
-    assert tok.decode(tok.encode("caption 24")) == "caption 24"
-
-
 def test_clip_bpe_merges_file(tmp_path):
     merges = ["#version: 0.2", "r e", "re d</w>", "c i", "ci r", "cir c", "l e</w>", "circ le</w>"]
     (tmp_path / "bpe.txt").write_text("\n".join(merges) + "\n")
@@ -135,7 +115,7 @@ def test_checkpoint_and_open_clip_conversion_round_trip(tmp_path):
     m2, tok2, pre = load_model(tmp_path / "ck")
     x, t = torch.randn(2, 3, 32, 32), tok2(["a red circle", "a blue star"])
     assert torch.equal(m.encode_image(x), m2.encode_image(x)) and torch.equal(m.encode_text(t), m2.encode_text(t))
-    assert pre["image_size"] == 32
+    assert pre.image_size == 32
     sd = m.state_dict()
     oc = to_open_clip(sd)
     assert "token_embedding.weight" in oc and "visual.transformer.resblocks.0.attn.in_proj_weight" in oc
@@ -176,8 +156,11 @@ def test_the_logit_scale_can_come_back_from_the_cap():
 
 def test_suites_run_on_the_model_device():
     """Evaluation during training feeds the model's device (the CUDA model crashed on CPU inputs)."""
-    from training.eval_data import LabelledSet, run_suite
     from PIL import Image
+
+    from training.config import SourceConfig, SuiteConfig
+    from training.eval.datasets import LabelledSet
+    from training.eval.suite import run_suite
 
     class OnMeta(torch.nn.Module):  # parameters on another device than the CPU batches
         def __init__(self):
@@ -194,7 +177,7 @@ def test_suites_run_on_the_model_device():
 
     tok = train_bpe(["a red circle", "a blue square"] * 10, vocab_size=300)
     data = LabelledSet([Image.new("RGB", (32, 32))] * 4, np.array([0, 1, 0, 1]), ["circle", "square"])
-    metrics, _ = run_suite(OnMeta(), tok, {"name": "s", "tasks": ["zeroshot"]}, data, 32)
+    metrics, _ = run_suite(OnMeta(), tok, SuiteConfig("s", SourceConfig("imagefolder", Path("."))), data, 32)
     assert 0 <= metrics["zeroshot/s/top1"] <= 1
 
 
@@ -219,7 +202,7 @@ def test_gradient_accumulation_all_reduces_once_per_step(tmp_path):
             return fut
 
         ddp.register_comm_hook(None, hook)
-        micro = [(torch.randn(4, 3, 32, 32), torch.randint(1, 1000, (4, 32))) for _ in range(3)]
+        micro = [(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8), torch.randint(1, 1000, (4, 32))) for _ in range(3)]
         opt = torch.optim.AdamW(param_groups(model, 0.1), lr=0.0)
         train_step(ddp, opt, micro, "clip", torch.device("cpu"), None, None)
         per_sync = len(set(calls))
@@ -229,12 +212,12 @@ def test_gradient_accumulation_all_reduces_once_per_step(tmp_path):
 
 
 def test_patch_dropout_is_set_from_the_spec():
+    from flows.configs import model_config
     from tasks.specs import PretrainSpec
-    from training.run import model_config
 
     base = {"kind": "pretrain", "name": "x", "output_dir": "x", "data": {"build": "b"}}
     spec = PretrainSpec.model_validate({**base, "model": "debug-vit", "train": {"patch_dropout": 0.5}})
-    m = CLIP(CLIPConfig.from_dict(model_config(spec)))
+    m = CLIP(model_config(spec))
     assert m.visual.patch_dropout == 0.5
     with pytest.raises(ValueError, match="ResNet image tower"):
         model_config(PretrainSpec.model_validate({**base, "model": "debug-rn", "train": {"patch_dropout": 0.5}}))
@@ -246,8 +229,8 @@ def test_rng_state_round_trips_through_a_checkpoint_file(tmp_path):
 
     torch.manual_seed(7)
     torch.rand(3)
-    torch.save({"rng": rng_state()}, tmp_path / "state.pt")
+    torch.save({"rng": rng_state(torch.device("cpu"))}, tmp_path / "state.pt")
     expected = torch.rand(5)
     torch.manual_seed(123)  # a fresh process seeds as it likes
-    set_rng_state(torch.load(tmp_path / "state.pt", weights_only=True)["rng"])
+    set_rng_state(torch.load(tmp_path / "state.pt", weights_only=True)["rng"], torch.device("cpu"))
     assert torch.equal(torch.rand(5), expected)

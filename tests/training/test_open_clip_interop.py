@@ -11,12 +11,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.conftest import REPO
 from training.checkpoint import CLIP_MEAN, CLIP_STD, load_model
-from training.convert import export_open_clip, import_open_clip, import_weights, load_weights_file, to_open_clip, to_open_clip_model
+from training.convert import (
+    export_open_clip,
+    import_open_clip,
+    import_weights,
+    load_weights_file,
+    to_open_clip,
+    to_open_clip_model,
+)
 from training.model import CLIP, CLIPConfig, preset_dict
 from training.tokenizer import from_clip_bpe
-
-from tests.conftest import REPO
 
 open_clip = import_open_clip()
 
@@ -66,7 +72,7 @@ def test_open_clip_weights_import_then_export_back(name, tmp_path):
     torch.save(ref.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     ck = import_weights(tmp_path / "open_clip_pytorch_model.bin", name, tmp_path / "ours")
     ours, tok, pre = load_model(ck)
-    assert pre["image_size"] == 224 and tok.vocab_size == 49408 and ours.cfg.quick_gelu == name.endswith("quickgelu")
+    assert pre.image_size == 224 and tok.vocab_size == 49408 and ours.cfg.quick_gelu == name.endswith("quickgelu")
     img, txt = torch.randn(2, 3, 224, 224), tok(TEXTS[:2])
     with torch.no_grad():
         assert torch.allclose(ours.encode_image(img), ref.encode_image(img), atol=1e-5)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import shared
-from training.eval_data import load_imagefolder
+from tests.conftest import real
+from training.eval.datasets import load_imagefolder
 from training.zero_shot import class_embeddings, classification_metrics, retrieval_metrics, zero_shot_classify
 
 
@@ -43,18 +43,22 @@ def test_retrieval_with_several_captions_per_image():
 def test_real_cifar10_imagefolder_with_cifar_templates():
     from training.zero_shot import CIFAR_TEMPLATES
 
-    data = load_imagefolder(shared("cifar10-test-1000"))
+    data = load_imagefolder(real("cifar10-test-1000"))
     assert len(data.images) == 1000 and data.classnames[0] == "airplane" and np.bincount(data.labels).tolist() == [100] * 10
-    from training.eval_data import run_suite
+    from tests.conftest import train_bpe
+    from training.config import SourceConfig, SuiteConfig
+    from training.eval.suite import run_suite
     from training.model import CLIP, CLIPConfig
-    from training.tokenizer import train_bpe
+    from training.zero_shot import TEMPLATE_SETS
 
     tok = train_bpe([t.format(c) for t in CIFAR_TEMPLATES for c in data.classnames], vocab_size=300)
     tok.context_length = 24
     c = CLIPConfig.from_dict({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
                               "text_cfg": {"context_length": 24, "vocab_size": tok.vocab_size, "width": 32, "heads": 2, "layers": 1, "eot_id": tok.eot_id}})
     torch.manual_seed(0)
-    metrics, artifacts = run_suite(CLIP(c), tok, {"name": "cifar10-1000", "templates": "cifar", "tasks": ["zeroshot", "linear_probe"]}, data, 32)
+    suite = SuiteConfig("cifar10-1000", SourceConfig("imagefolder", real("cifar10-test-1000")), tuple(TEMPLATE_SETS["cifar"]),
+                        tasks=("zeroshot", "linear_probe"))
+    metrics, artifacts = run_suite(CLIP(c), tok, suite, data, 32)
     assert set(metrics) == {"zeroshot/cifar10-1000/top1", "zeroshot/cifar10-1000/top5", "zeroshot/cifar10-1000/mean_per_class_recall",
                             "linprobe_heldout/cifar10-1000/top1", "linprobe_heldout/cifar10-1000/top5",
                             "linprobe_heldout/cifar10-1000/mean_per_class_recall", "linprobe_heldout/cifar10-1000/weight_decay"}
@@ -85,7 +89,7 @@ def test_imagenet_uses_openai_classnames(tmp_path):
     import ast
     import importlib.util
 
-    from training.eval_data import OPENAI_IMAGENET_CLASSNAMES, load_imagenet
+    from training.eval.datasets import OPENAI_IMAGENET_CLASSNAMES, load_imagenet
 
     ours = OPENAI_IMAGENET_CLASSNAMES.read_text().splitlines()
     spec = importlib.util.find_spec("open_clip")
@@ -108,7 +112,7 @@ def test_group_metrics_count_only_the_groups_images_among_all_classes(tmp_path):
     """head/tail metrics: images of the group's classes, classified among all classes."""
     import json
 
-    from training.eval_data import group_metrics
+    from training.eval.suite import group_metrics
     from training.zero_shot import confusion_matrix
 
     # 3 classes; true labels and predictions
@@ -118,48 +122,54 @@ def test_group_metrics_count_only_the_groups_images_among_all_classes(tmp_path):
     per_class = [0.75, 0.0, 0.5]
     groups = tmp_path / "g.json"
     groups.write_text(json.dumps({"head": ["a"], "tail": ["b", "c"]}))
-    m = group_metrics("s", cm, ["a", "b", "c"], per_class, str(groups))
+    m = group_metrics("s", cm, ["a", "b", "c"], per_class, groups)
     assert m["zeroshot/s/head/top1"] == 0.75
     assert m["zeroshot/s/tail/top1"] == 1 / 4  # 1 right of the tail's 4 images (a tail image taken for a head class is wrong)
     assert m["zeroshot/s/tail/mean_per_class_recall"] == 0.25
     groups.write_text(json.dumps({"tail": ["b", "zz"]}))
     with pytest.raises(ValueError, match="zz"):
-        group_metrics("s", cm, ["a", "b", "c"], per_class, str(groups))
+        group_metrics("s", cm, ["a", "b", "c"], per_class, groups)
 
 
 def test_a_suite_resolves_its_groups_in_its_world(tmp_path, monkeypatch):
     """`class_groups: world:...` resolves inside the suite's world, like its images (the tiny world
     here; data_specs/eval/sample-concepts.yaml does the same in the default one)."""
+    import dataclasses
     import json
 
+    from flows.configs import suite_config
     from tasks.specs import SuiteSpec, load_spec
-    from tasks.suites import resolve_suite
+    from training.config import SuiteConfig
 
     monkeypatch.setenv("OPENWIT_STATE", str(tmp_path))
     spec = {"kind": "eval-suite", "name": "s", "source": {"kind": "world", "path": "world:eval/shape", "world": {"size": "tiny", "seed": 0}},
             "class_groups": "world:eval/groups.json"}
-    s = resolve_suite(spec)
-    assert s["source"]["path"].endswith("eval/shape") and s["class_groups"] == str(Path(s["source"]["path"]).parent / "groups.json")
+    s = suite_config(spec)
+    assert str(s.source.path).endswith("eval/shape") and s.class_groups == s.source.path.parent / "groups.json"
     shipped = load_spec("data_specs/eval/sample-concepts.yaml", SuiteSpec)
     assert shipped.class_groups == "world:eval/concepts-groups.json" and shipped.source.world.size == "default"
-    assert json.loads(json.dumps(s))  # plain data, as the trainer receives it
+    assert isinstance(s, SuiteConfig) and dataclasses.is_dataclass(s) and s.source.path.is_absolute()  # typed, as the trainer receives it
+    assert json.loads(json.dumps(str(s)))
 
 
 def test_a_suite_with_chinese_class_names_prompts_in_chinese(tmp_path, monkeypatch):
     """`classnames_file` maps the suite's class folders to other names (the sample world's Chinese
     ones): the classifier is built from them, in folder order, and the metrics keep the suite's name."""
-    from tasks.suites import resolve_suite
-    from training.eval_data import run_suite, suite_classnames
-    from training.eval_report import suite_data
+    import dataclasses
+
+    from flows.configs import suite_config
+    from tests.conftest import train_bpe
+    from training.eval.datasets import suite_data
+    from training.eval.suite import run_suite, suite_classnames
     from training.model import CLIP, CLIPConfig
-    from training.tokenizer import train_bpe
 
     monkeypatch.setenv("OPENWIT_STATE", str(tmp_path))
-    suite = resolve_suite("data_specs/eval/sample-tiny-shape-zh.yaml")
+    suite = suite_config("data_specs/eval/sample-tiny-shape-zh.yaml")
     data = suite_data(suite)
     names = suite_classnames(suite, data.classnames)
     assert data.classnames[:3] == ["circle", "crescent", "cross"] and names[:3] == ["圆形", "新月形", "十字形"]
-    tok = train_bpe([t.format(n) for t in suite["templates"] for n in names] * 5, vocab_size=300)
+    assert suite.language == "zh"
+    tok = train_bpe([t.format(n) for t in suite.templates for n in names] * 5, vocab_size=300)
     tok.context_length = 16
     c = CLIPConfig.from_dict({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
                               "text_cfg": {"context_length": 16, "vocab_size": tok.vocab_size, "width": 32, "heads": 2, "layers": 1, "eot_id": tok.eot_id}})
@@ -168,4 +178,4 @@ def test_a_suite_with_chinese_class_names_prompts_in_chinese(tmp_path, monkeypat
     assert 0 <= metrics["zeroshot/sample-tiny-shape-zh/top1"] <= 1
     assert artifacts["zeroshot-sample-tiny-shape-zh-confusion"][1] == names
     with pytest.raises(ValueError, match="names no class for"):
-        suite_classnames({"name": "s", "classnames": {"circle": "圆形"}}, ["circle", "star"])
+        suite_classnames(dataclasses.replace(suite, classnames={"circle": "圆形"}), ["circle", "star"])

@@ -1,0 +1,1 @@
+"""Stage 2 of build-wit: candidate (image URL, alt text) pairs: see extract.py."""

@@ -1,0 +1,70 @@
+"""Normalise and check one (image URL, alt text) pair; every drop names its reason."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import urljoin, urlsplit
+
+from tasks.crawl.langid import detect_lang
+from tasks.engine import Stats
+from tasks.specs import CrawlSpec
+
+_WS = re.compile(r"\s+")
+
+
+def uid_of(url: str, text: str) -> str:
+    """Dedup key of a pair: sha1 of URL and text (cc2dataset and img2dataset do the same)."""
+    return hashlib.sha1(f"{url}\t{text}".encode()).hexdigest()
+
+
+def is_all_caps(text: str) -> bool:
+    """An alt text in capitals ("RED FLOWER IN A VASE"): it never matches a lower-case vocabulary."""
+    return text.isupper() and sum(c.isalpha() for c in text) >= 3
+
+
+class PairFilter:
+    """Normalise and check one (src, text) pair; every drop names its reason."""
+
+    def __init__(self, spec: CrawlSpec, stats: Stats | None = None):
+        self.spec = spec
+        self.stats = stats if stats is not None else Stats()
+        self.any_lang = "any" in spec.languages
+        self.langs = set(spec.languages)
+
+    def __call__(self, src: str, text: str, base: str) -> tuple[dict | None, str]:
+        text = _WS.sub(" ", text or "").strip()
+        if not text:
+            return None, "empty_text"
+        src = (src or "").strip()
+        if not src:
+            return None, "no_src"
+        low = src[:16].lower()
+        if low.startswith("data:"):
+            return None, "data_uri"
+        if low.startswith("javascript:"):
+            return None, "javascript_uri"
+        try:
+            url = urljoin(base, src)
+            parts = urlsplit(url)
+        except ValueError:
+            return None, "invalid_url"
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return None, "not_http"
+        if parts.path.lower().endswith((".svg", ".svgz")):
+            return None, "svg"
+        if len(url) > 2048:
+            return None, "url_too_long"
+        if len(text) < self.spec.min_text_chars:
+            return None, "text_too_short"
+        if len(text) > self.spec.max_text_chars:
+            return None, "text_too_long"
+        if is_all_caps(text):
+            self.stats.counts["all_caps_captions"] += 1
+            if self.spec.casefold_all_caps:  # matched (and trained) in lower case
+                text = text.lower()
+                self.stats.counts["all_caps_casefolded"] += 1
+        lang = detect_lang(text)
+        if not self.any_lang and lang not in self.langs:
+            return None, "language"
+        return {"url": url, "text": text, "lang": lang}, "kept"
