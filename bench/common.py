@@ -41,8 +41,11 @@ def peak_rss_mb() -> float:
 def run_child(code: str, *args: str) -> dict:
     """Run `code` in a fresh interpreter (so peak memory is its own); it prints one JSON line last."""
     t0 = time.perf_counter()
+    # the repository first, then whatever the caller's PYTHONPATH holds (a lent GPU machine puts
+    # carried wheels such as open_clip there: replacing it made bench/model.py report "not installed")
+    path = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                         env=dict(os.environ, PYTHONPATH=path), check=False)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -32,7 +32,7 @@ def flops_per_sample(model, image_size: int) -> float:
 def main() -> None:
     import torch
 
-    from training.data import ShardLoader
+    from training.data.loader import ShardLoader
     from training.tokenizer import Tokenizer
     from training.train_loop import param_groups, train_step
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--loader-threads", type=int, default=2)
+    ap.add_argument("--loader-workers", type=int, default=1, help="decode processes (0: in the loader's thread)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,7 +52,7 @@ def main() -> None:
     tok = Tokenizer.load(str(build / "tokenizer.json"), model.cfg.text.context_length)
     model = debug_model(a.model, tok.vocab_size, tok.eot_id).to(dev)
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
-    loader = ShardLoader(build, tok, a.image_size, a.batch, 0, threads=a.loader_threads, pin_memory=dev.type == "cuda")
+    loader = ShardLoader(build, tok, a.image_size, a.batch, 0, workers=a.loader_workers, pin_memory=dev.type == "cuda")
     fixed = loader.next_batch()
     for _ in range(3):  # warm up
         train_step(model, opt, [fixed], "clip", dev, amp, 1.0)
@@ -76,7 +76,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     rate = a.steps * a.batch / wall
     rows = [row(f"{a.model} samples/s, loader+step vs step alone ({dev.type})", rate, ceiling, "samples/s",
-                f"batch {a.batch}, {a.threads} threads"),
+                f"batch {a.batch}, {a.threads} threads, {a.loader_workers} decode processes"),
             row(f"{a.model} data-wait fraction", wait / wall, None, "fraction", "time in next_batch()")]
     if dev.type == "cuda":
         peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}

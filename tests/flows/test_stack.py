@@ -20,7 +20,7 @@ import yaml
 
 from tasks.manifest.manifest import sha256_file
 from tests.conftest import REPO, free_port
-from tests.flows.test_inputs_by_name import CRAWL, _named  # mirror: a fixture the wit-400m test uses
+from tests.flows.test_inputs_by_name import CRAWL, _named, mirror  # noqa: F401 - mirror: a fixture the wit-400m test uses
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

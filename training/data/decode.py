@@ -76,17 +76,17 @@ def _serve(fd: int) -> None:
         with open(path, "r+b") as f:
             mm = mmap.mmap(f.fileno(), int(np.prod(shape)))
         views.append(np.ndarray(shape, np.uint8, buffer=mm))
-    conn.send("ready")
+    conn.send("ready")  # the trainer may now unlink the slot files: we hold them mapped
     while True:
         try:
             msg = conn.recv()
-        except EOFError:  # the trainer went away
+            if msg is None:
+                return
+            chunk_id, slot, rows = msg  # rows: [(image bytes, uniforms or None)]
+            out = views[slot]
+            conn.send((chunk_id, [decode_into(out[i], data, u) for i, (data, u) in enumerate(rows)]))
+        except (EOFError, OSError):  # the trainer closed the pool (or went away) while we decoded
             return
-        if msg is None:
-            return
-        chunk_id, slot, rows = msg  # rows: [(image bytes, uniforms or None)]
-        out = views[slot]
-        conn.send((chunk_id, [decode_into(out[i], data, u) for i, (data, u) in enumerate(rows)]))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,20 @@ def eval_tensor(img: Image.Image, size: int) -> np.ndarray:
     return to_tensor(center_resize(img, size))
 
 
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's mean/std as [1,3,1,1] tensors on `device`, made once (a copy per step would make the
+    host wait for the device)."""
+    if device not in _STATS:
+        _STATS[device] = (torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1), torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1))
+    return _STATS[device]
+
+
 def normalise(images_BHW3: torch.Tensor) -> torch.Tensor:
     """[B,H,W,3] uint8 (any device) -> [B,3,H,W] float32 with CLIP's mean/std."""
-    mean = torch.tensor(CLIP_MEAN, device=images_BHW3.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images_BHW3.device).view(1, 3, 1, 1)
+    mean, std = _mean_std(images_BHW3.device)
     return (images_BHW3.permute(0, 3, 1, 2).float().div_(255.0) - mean).div_(std).contiguous()
 
 
