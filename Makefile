@@ -13,10 +13,13 @@ install: $(STAMP) wordnet
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "openwit: installing pinned dependencies into $(VENV) (first run takes a few minutes)"
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,hf]'
 	@# Chinese-CLIP's package: its BERT-Chinese vocabulary (our zh tokenizer) and model code (the interop
 	@# tests). Its requirements (torchvision, timm, lmdb==1.3.0 from source) are not needed for that: --no-deps.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt cn_clip
+	@# clip_benchmark: the tests merge our evaluation JSON with its own `build` step; the rest of it
+	@# (datasets, captioning metrics) is not needed for that: --no-deps.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt clip-benchmark
 	@# img2dataset requires the py3.6 `dataclasses` backport, whose dataclasses.py shadows the
 	@# stdlib module when Prefect's server puts site-packages first on sys.path: remove it.
 	$(PY) -m pip uninstall -y -q dataclasses 2>/dev/null || true

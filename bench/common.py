@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = ROOT / "tests" / "data"  # real third-party samples, with their provenance (tests/data/README.md)
 
 
 def machine() -> str:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, debug_model, machine, row  # noqa: E402
+from common import ROOT, debug_model, machine, row
 
 RESULTS: dict = {"rows": [], "extra": {}}
 
@@ -285,8 +285,8 @@ def e2e_section(a, dev, build: Path, name: str, bs: int, workers: int, model_onl
     from training.train_loop import param_groups, train_step
 
     compiled = prebuilt is not None
-    tok = Tokenizer.load(build / "tokenizer.json", 77)
     model, run_model = prebuilt or (debug_model(name, 49408, 49407).to(dev).train(),) * 2
+    tok = Tokenizer.load(build / "tokenizer.json", model.cfg.text.context_length)
     opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-5, fused=dev.type == "cuda")
     amp = torch.bfloat16 if dev.type == "cuda" else None
     size = model.cfg.vision.image_size

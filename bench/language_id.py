@@ -3,7 +3,7 @@
     python bench/language_id.py [--extra /path/to/site-packages]
 
 Texts (all real, none written for this project):
-  en    image captions of the real Wikipedia excerpt in ../shared/data/wiki (the `[[File:...|caption]]`
+  en    image captions of the real Wikipedia excerpt in tests/data/wiki (the `[[File:...|caption]]`
         text of every image, 3-30 words), upper-cased copies of them as a separate set;
   67 other languages: spaCy's example sentences (bench/data/spacy_example_sentences.json, MIT).
 
@@ -17,8 +17,12 @@ copies, accuracy on the other languages it supports, zh/ja accuracy, non-English
 English, and captions per second (one thread).
 
 Short captions (alt text is short; a Chinese one is often 2 to 10 characters): the real zh alt texts
-of the Common Crawl excerpt in ../shared/data/warc, and prefixes of the real zh and ja sentences
+of the Common Crawl excerpt in tests/data/warc, and prefixes of the real zh and ja sentences
 (4, 6, 8, 12 characters) and of the English captions (2, 3, 5 words): accuracy per language.
+
+Routing (what a build keeps, tasks/crawl/langid.py's LanguageRouter) on labelled real captions
+(bench/data/captions.jsonl, made by bench/caption_sets.py with its provenance): English kept by an
+English build, Mandarin kept by a Chinese build, other languages let in, for each rule.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def detectors(extra: list[str]) -> dict:
 
     from tasks.crawl.langid import detect_lang
 
-    out["openwit: fastText lid.176 + kana rule (tasks/candidates.py)"] = detect_lang
+    out["openwit: fastText lid.176 + script rules (tasks/crawl/langid.py)"] = detect_lang
     try:
         from langid.langid import LanguageIdentifier, model
 
@@ -148,6 +152,44 @@ def short_captions(en: list[str], others: dict[str, list[str]]) -> dict[str, lis
     return out
 
 
+ROUTING_RULES = [  # (name, LanguageRouter arguments): what an English or a Chinese build keeps
+    ("lid.176 top label only (the rule before #31)", {"english_rule": "lid", "fold": False}),
+    ("+ macrolanguages folded (wuu, yue -> zh)", {"english_rule": "lid"}),
+    ("+ English when P(en) >= 0.05", {"english_rule": "lid_prob", "english_min_prob": 0.05}),
+    ("+ English when P(en) >= 0.2", {"english_rule": "lid_prob", "english_min_prob": 0.2}),
+    ("+ or >= 75% English words, P(en) >= 0.2", {"english_rule": "lid_prob_words", "english_min_prob": 0.2}),
+    ("+ or >= 75% English words, P(en) >= 0.05 (default)", {"english_rule": "lid_prob_words", "english_min_prob": 0.05}),
+    ("keep every caption as English (MetaCLIP 1)", {"english_rule": "keep_all"}),
+]
+
+
+def routing_rows(rows: list, extra: dict) -> None:
+    """Keep rates of each routing rule on the labelled real captions (bench/data/captions.jsonl):
+    English kept by an English build, Mandarin kept by a Chinese build, other languages let into
+    either. The goal (#31): >= 99% English, >= 99.5% Mandarin, <= 1% other languages."""
+    from tasks.crawl.langid import LanguageRouter
+
+    labelled = [json.loads(line) for line in (ROOT / "bench/data/captions.jsonl").read_text().splitlines()]
+    en = [r["text"] for r in labelled if r["lang"] == "en"]
+    zh = [r["text"] for r in labelled if r["lang"] == "zh"]
+    other = [r for r in labelled if r["lang"] not in ("en", "zh")]
+    extra["labelled"] = {"en": len(en), "zh": len(zh), "other": len(other), "other_languages": len({r["lang"] for r in other})}
+    for name, kw in ROUTING_RULES:
+        en_build = LanguageRouter(["en"], wordnet="/usr/share/wordnet", **kw)
+        zh_build = LanguageRouter(["zh"], **{k: v for k, v in kw.items() if k == "fold"})
+        kept_en = sum(en_build(t)[0] == "en" for t in en) / len(en)
+        kept_zh = sum(zh_build(t)[0] == "zh" for t in zh) / len(zh)
+        into_en = [r for r in other if en_build(r["text"])[0] == "en"]
+        into_zh = [r for r in other if zh_build(r["text"])[0] == "zh"]
+        rows.append(row(f"routing {name}: English kept", 100 * kept_en, None, "%",
+                        f"Mandarin kept {100 * kept_zh:.2f}%; other languages let into en {100 * len(into_en) / len(other):.2f}%, "
+                        f"into zh {100 * len(into_zh) / len(other):.2f}% (n = {len(en)}/{len(zh)}/{len(other)})"))
+        extra.setdefault("routing", {})[name] = {"en_kept": kept_en, "zh_kept": kept_zh, "other_into_en": len(into_en) / len(other),
+                                                 "other_into_zh": len(into_zh) / len(other),
+                                                 "let_in_examples": [r["text"][:80] + f" ({r['lang']})" for r in into_en][:12],
+                                                 "en_lost_examples": [t[:80] for t in en if en_build(t)[0] != "en"][:12]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--extra", action="append", default=[], help="a folder of extra packages (e.g. pip install --target)")
@@ -198,7 +240,10 @@ def main() -> None:
         rows.append(row(f"{name}: short zh captions", res["short_zh_accuracy"], None, "fraction",
                         f"ja {res['short_ja_accuracy']:.3f}, en {res['short_en_accuracy']:.3f} "
                         f"(n = {short['zh'] and len(short['zh'])}/{len(short['ja'])}/{len(short['en'])})"))
+    routing_rows(rows, extra)
     report("language_id", rows, extra)
+    for name, res in extra.get("routing", {}).items():
+        print(f"\nrouting {name}: other languages let into an English build: {res['let_in_examples'][:6]}")
     for name, res in extra["detectors"].items():
         print(f"\n{name}: English captions it did not call English (first 8):")
         for m in res["en_mistakes"]:

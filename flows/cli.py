@@ -9,9 +9,15 @@
     openwit resolve SPEC                  print what a build spec's named inputs resolve to
     openwit world [--size tiny]           generate the sample world (cached)
     openwit import-weights WEIGHTS --model ViT-B-32-quickgelu --out DIR [--bpe FILE]
-                                          open_clip / OpenAI weights -> an openwit checkpoint
+                                          open_clip / OpenAI / Chinese-CLIP weights -> an openwit checkpoint
+    openwit import-weights HF_FOLDER --out DIR
+                                          a transformers CLIPModel / ChineseCLIPModel folder -> a checkpoint
     openwit export-open-clip CHECKPOINT --out DIR
                                           -> a folder open_clip loads as local-dir:DIR
+    openwit export-hf CHECKPOINT --out DIR
+                                          -> a folder transformers loads (CLIPModel / ChineseCLIPModel)
+    openwit export-cn-clip BUILD --out DIR
+                                          a build's shards -> Chinese-CLIP's dataset layout (tsv, jsonl, LMDB)
 """
 
 from __future__ import annotations
@@ -102,10 +108,20 @@ def cmd_world(a) -> int:
 
 
 def cmd_import_weights(a) -> int:
+    from pathlib import Path
+
     from training.convert import import_weights
 
-    out = import_weights(a.weights, a.model, a.out, bpe=a.bpe)
-    print(f"{out}: openwit checkpoint (CLIP's BPE tokenizer). Fine-tune it with `init_from: {out}` in a pretrain spec, "
+    if (Path(a.weights) / "config.json").is_file():  # a transformers folder (save_pretrained, or a Hub snapshot)
+        from training.hf import import_hf
+
+        out = import_hf(a.weights, a.out)
+    elif a.model is None:
+        raise ValueError("--model is required for a weights file (open_clip's model name, e.g. ViT-B-32-quickgelu); "
+                         "a transformers folder (with config.json) needs none")
+    else:
+        out = import_weights(a.weights, a.model, a.out, bpe=a.bpe)
+    print(f"{out}: openwit checkpoint. Fine-tune it with `init_from: {out}` in a pretrain spec, "
           f"or evaluate it with `checkpoint: {out}` in an evaluate spec")
     return 0
 
@@ -120,6 +136,28 @@ def cmd_export_open_clip(a) -> int:
     print(f"{out}: open_clip.create_model_and_transforms('local-dir:{out}') loads it; tokenizer: "
           f"open_clip.get_tokenizer('local-dir:{out}') if it was trained with CLIP's BPE, else "
           f"training.tokenizer.Tokenizer.load('{out}/tokenizer.json')")
+    return 0
+
+
+def cmd_export_hf(a) -> int:
+    from flows.configs import checkpoint_folder
+    from training import tracking
+    from training.hf import export_hf
+
+    folder = checkpoint_folder(a.checkpoint, tracking.tracking_uri(None, state_dir()))
+    out = export_hf(folder, a.out)
+    kind = "ChineseCLIP" if "chinese_clip" in (out / "config.json").read_text() else "CLIP"
+    print(f"{out}: transformers.{kind}Model.from_pretrained('{out}') and {kind}Processor.from_pretrained('{out}') load it")
+    return 0
+
+
+def cmd_export_cn_clip(a) -> int:
+    from tasks.manifest.cn_clip_layout import export_cn_clip
+
+    out, stats = export_cn_clip(a.build, a.out, valid=a.valid, test=a.test, seed=a.seed)
+    print(f"{out}: {stats.summary()}")
+    print(f"Chinese-CLIP reads it as --train-data={out}/lmdb/train --val-data={out}/lmdb/valid "
+          "(cn_clip/training/main.py); the tsv/jsonl files are its preprocess inputs")
     return 0
 
 
@@ -161,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--port", type=int, default=8765)
     w.set_defaults(fn=cmd_world)
     i = sub.add_parser("import-weights", help="open_clip / OpenAI CLIP weights -> an openwit checkpoint folder")
-    i.add_argument("weights", help="a .safetensors file or a torch state dict (.bin/.pt; loaded with weights_only=True)")
-    i.add_argument("--model", required=True, help="open_clip model name (ViT-B-32, RN50, ViT-B-32-quickgelu, ...) or a JSON config")
+    i.add_argument("weights", help="a .safetensors file, a torch state dict (.bin/.pt; loaded with weights_only=True), "
+                                   "or a transformers folder (config.json + *.safetensors)")
+    i.add_argument("--model", default=None, help="for a weights file: open_clip model name (ViT-B-32, RN50, "
+                                                 "ViT-B-32-quickgelu, ...), a cn_clip one (CN-ViT-B-16) or a JSON config")
     i.add_argument("--out", required=True)
     i.add_argument("--bpe", default=None, help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the copy inside open_clip_torch)")
     i.set_defaults(fn=cmd_import_weights)
@@ -170,14 +210,25 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("checkpoint", help="a checkpoint folder (<run_dir>/model) or models:/<name>/<version>")
     x.add_argument("--out", required=True)
     x.set_defaults(fn=cmd_export_open_clip)
+    h = sub.add_parser("export-hf", help="an openwit checkpoint -> a folder transformers loads (CLIPModel / ChineseCLIPModel)")
+    h.add_argument("checkpoint", help="a checkpoint folder (<run_dir>/model) or models:/<name>/<version>")
+    h.add_argument("--out", required=True)
+    h.set_defaults(fn=cmd_export_hf)
+    c = sub.add_parser("export-cn-clip", help="a build's shards -> Chinese-CLIP's dataset layout (tsv, jsonl, LMDB)")
+    c.add_argument("build", help="a build folder (with shards/ and manifest.json) or a folder of shards")
+    c.add_argument("--out", required=True)
+    c.add_argument("--valid", type=float, default=0.02, help="share of images held out as valid (default 0.02)")
+    c.add_argument("--test", type=float, default=0.0, help="share of images held out as test (default 0)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(fn=cmd_export_cn_clip)
     a = ap.parse_args(argv)
     try:
         return a.fn(a)
     except SpecError as e:
         print(f"openwit: invalid spec: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
-        if a.cmd not in ("import-weights", "export-open-clip"):
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        if a.cmd not in ("import-weights", "export-open-clip", "export-hf", "export-cn-clip"):
             raise
         print(f"openwit {a.cmd}: {e}", file=sys.stderr)
         return 2

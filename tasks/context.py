@@ -102,7 +102,10 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
     from tasks.crawl.extract import warc_list
 
     named: set[str] = set()
-    for lang, vspec in spec.vocabulary_specs().items():
+    vocab_specs = spec.vocabulary_specs() if spec.curation != "none" else {}  # curation none builds no vocabulary
+    for lang in spec.vocabulary_specs():
+        ctx.vocab[lang] = VocabularyInputs()
+    for lang, vspec in vocab_specs.items():
         if vspec.wordnet.enabled:
             from tasks.vocabulary.wordnet import WordNetMissing, check
 
@@ -116,6 +119,11 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
             raise SpecError("vocabulary.wikipedia: `wiki` and `dump_date` go together (e.g. enwiki and latest)")
         if resolve_named:
             named |= _resolve_named_vocabulary(ctx, vspec, vi)
+    cr = spec.crawl
+    if "en" in cr.languages and cr.english_rule == "lid_prob_words" and not (Path(cr.wordnet) / "index.noun").exists():
+        raise SpecError(f"crawl.wordnet: {cr.wordnet} holds no WordNet index (english_rule lid_prob_words counts English words "
+                        "with it); install Debian's wordnet-base (`make install` does), point crawl.wordnet at a WordNet 3.0 "
+                        "folder, or set crawl.english_rule: lid_prob")
     remote_list = spec.crawl.warc_paths_file and "://" in spec.crawl.warc_paths_file
     ctx.warcs = _expand(warc_list(spec.crawl) if resolve_named or not remote_list else list(spec.crawl.warc), ctx)
     if resolve_named:
@@ -128,7 +136,11 @@ def make_context(spec: BuildSpec, out_dir: Path | None = None, log: Callable[[st
 
     for i, t in enumerate(spec.crawl.tables):
         check_table_columns(t.model_copy(update={"path": ctx.input_path(t.path)}), f"crawl.tables[{i}]")
-    for lang, vspec in spec.vocabulary_specs().items():
+    from tasks.crawl.local import check_local
+
+    for i, t in enumerate(spec.crawl.local):
+        check_local(t.model_copy(update={"path": ctx.input_path(t.path)}), f"crawl.local[{i}]")
+    for lang, vspec in vocab_specs.items():
         ctx.vocab[lang].dumps = _split_multistream(ctx, vspec, ctx.vocab[lang], fetch=resolve_named)
     return ctx
 

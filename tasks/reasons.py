@@ -41,6 +41,10 @@ REASONS: dict[str, str] = {
     "duplicate_across_files": "the same (URL, text) pair seen in an earlier input",
     "url_many_captions": "the image URL carries more than crawl.max_captions_per_url different captions across the crawl "
                          "(a lazy-load placeholder, a logo, a spacer or a tracking pixel, not a picture of what each caption says)",
+    # candidates: your own images (crawl.local)
+    "local_no_caption": "an image in a local folder without its caption file (name.txt beside name.jpg)",
+    "local_missing_image": "a local table row or Chinese-CLIP text names an image that is not there",
+    "local_bad_record": "a line of a Chinese-CLIP {split}_texts.jsonl without text and image_ids",
     # matching and balancing
     "no_match": "the caption contains no vocabulary entry",
     "language_without_vocabulary": "a multilingual build has no vocabulary for the language ID gave the caption",

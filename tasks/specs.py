@@ -138,6 +138,18 @@ class TableSpec(Strict):
     header: bool = True  # CC3M's TSV has no header: use header: false with url_col: "1", caption_col: "0"
 
 
+class LocalSpec(Strict):
+    """Your own images with captions, read from disk (no network): a folder of `image.jpg` +
+    `image.txt` pairs (as WebDataset writes them), a CSV/JSONL table of image paths and captions,
+    or Chinese-CLIP's dataset layout (`{split}_imgs.tsv` + `{split}_texts.jsonl`)."""
+
+    path: str
+    layout: Literal["auto", "pairs", "table", "cn_clip"] = "auto"  # auto: a file is a table, a folder with *_texts.jsonl is cn_clip
+    image_col: str = "image"  # table: image paths, relative to the table's folder or absolute
+    caption_col: str = "caption"
+    splits: list[str] = ["train", "valid", "test"]  # cn_clip: the splits read (those present)
+
+
 class CrawlSpec(Strict):
     warc: list[str] = []  # .warc.gz / .wat.gz files, paths or URLs
     warc_paths_file: str | None = None  # Common Crawl's warc.paths.gz
@@ -149,13 +161,19 @@ class CrawlSpec(Strict):
     warc_prefix: str = "https://data.commoncrawl.org/"
     max_warc_files: int | None = None
     tables: list[TableSpec] = []
+    local: list[LocalSpec] = []  # your own images with captions (tasks/crawl/local.py)
     languages: list[str] = ["en"]  # ["any"] keeps every language
     # language ID routes a caption to a build language (tasks/crawl/langid.py, bench/language_id.py):
     # labels of a macrolanguage's members fold into it (wuu, yue, ... -> zh) when the build asks for it
     fold_macrolanguages: bool = True
-    # an English build keeps a caption as English when lid.176 gives English at least this probability
-    # among its top labels, whatever the top one (short titles and names read as other languages)
+    # which captions an English build keeps as English (bench/language_id.py measured them on real
+    # captions): "lid": lid.176's top label; "lid_prob": or English among its top labels with at least
+    # english_min_prob; "lid_prob_words": or at least english_min_words of the words are English
+    # (WordNet's lemmas under `wordnet`); "keep_all": every caption (MetaCLIP 1: matching is the filter)
+    english_rule: Literal["lid", "lid_prob", "lid_prob_words", "keep_all"] = "lid_prob_words"
     english_min_prob: float = Field(0.05, ge=0.0, le=1.0)
+    english_min_words: float = Field(0.75, ge=0.0, le=1.0)
+    wordnet: str = "/usr/share/wordnet"  # WordNet 3.0's index files (Debian's wordnet-base), for lid_prob_words
     # an image URL under more distinct captions than this across the crawl is a placeholder, logo or
     # spacer, not a picture of each caption: all its pairs are dropped (url_many_captions). None: no limit
     max_captions_per_url: int | None = Field(10, ge=1)
@@ -228,6 +246,9 @@ class BuildSpec(Strict):
     balancing: BalancingSpec = BalancingSpec()
     download: DownloadSpec = DownloadSpec()
     ray: RaySpec = RaySpec()
+    # metaclip: match captions against the vocabulary and balance (CLIP's WIT recipe); none: keep
+    # every candidate (a fine-tuning set of your own images): no vocabulary is built
+    curation: Literal["metaclip", "none"] = "metaclip"
     tokenizer_vocab_size: int = 8192  # byte-level BPE trained on the build's captions
     # ... on at most this many of them, spread evenly over the shards (all of a smaller build's)
     tokenizer_sample_captions: int = Field(5_000_000, ge=1)
@@ -272,8 +293,8 @@ class BuildSpec(Strict):
         if self.vocabularies and len({v.case_sensitive for v in self.vocabularies.values()}) > 1:
             raise ValueError("vocabularies: case_sensitive must be the same for every language")
         crawl = self.crawl
-        if not (crawl.warc or crawl.warc_paths_file or crawl.crawl_id or crawl.tables):
-            raise ValueError("crawl: give at least one of warc, warc_paths_file, crawl_id, tables")
+        if not (crawl.warc or crawl.warc_paths_file or crawl.crawl_id or crawl.tables or crawl.local):
+            raise ValueError("crawl: give at least one of warc, warc_paths_file, crawl_id, tables, local")
         if crawl.crawl_id and crawl.warc_paths_file:
             raise ValueError("crawl: crawl_id names the paths file; give it or warc_paths_file, not both")
         for v in self.vocabulary_specs().values():

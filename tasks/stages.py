@@ -32,6 +32,10 @@ def vocabulary(run: StageRun) -> VocabularyStats:
     from tasks.vocabulary.build import build_vocabulary, merge_languages
 
     ctx = run.ctx
+    if ctx.spec.curation == "none":  # nothing is matched: an empty vocabulary, so the stages after read what they always do
+        from tasks.vocabulary.build import write_empty_vocabulary
+
+        return write_empty_vocabulary(run.dir)
     specs = ctx.spec.vocabulary_specs()
     built = {}
     for lang, vspec in specs.items():
@@ -52,6 +56,8 @@ def candidates(run: StageRun) -> Stats:
     jobs = [("warc", w, spec, str(run.dir / f"w{i:05d}.parquet")) for i, w in enumerate(ctx.warcs)]
     jobs += [("table", t.model_copy(update={"path": ctx.input_path(t.path)}), spec, str(run.dir / f"t{i:05d}.parquet"))
              for i, t in enumerate(spec.tables)]
+    jobs += [("local", t.model_copy(update={"path": ctx.input_path(t.path)}), spec, str(run.dir / f"local-{i:05d}.parquet"))
+             for i, t in enumerate(spec.local)]
     todo = [j for j in jobs if unit_stats(run.dir, Path(j[3]).stem) is None]
     run.log(f"candidates: {len(jobs) - len(todo)} inputs cached, {len(todo)} to extract")
     run_parallel(_extract_job, todo, spec.workers, ctx.spec.ray.address, "candidates: inputs", run.log)
@@ -66,7 +72,8 @@ def _match_job(automata_path: str, in_path: str, out_path: str, case_sensitive: 
     from tasks.curate.matching import load_automata, match_shard
 
     rows, reasons = losers_of(Path(losers_dir), index)
-    return match_shard(load_automata(automata_path), Path(in_path), Path(out_path), case_sensitive, skip_rows=rows, skip_reasons=reasons)
+    automata = load_automata(automata_path) if automata_path else None  # None: curation none keeps every candidate
+    return match_shard(automata, Path(in_path), Path(out_path), case_sensitive, skip_rows=rows, skip_reasons=reasons)
 
 
 def match(run: StageRun) -> MatchStats:
@@ -99,13 +106,16 @@ def match(run: StageRun) -> MatchStats:
     run_parallel(split_losers, [(str(dedup / "losers"), a, min(a + FILES_PER_SPLIT, len(files)), str(dedup / "by_file"))
                                 for a in range(0, len(files), FILES_PER_SPLIT)], workers, ray, "match: dedup by file", run.log)
     automata_path = run.dir / "automata.pkl"  # pickled once; each worker process loads it once
-    with atomic(automata_path) as tmp, open(tmp, "wb") as fh:
-        pickle.dump(automata_from_vocabulary(queries), fh)  # one automaton per language
+    curate = run.ctx.spec.curation != "none"
+    if curate:
+        with atomic(automata_path) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(automata_from_vocabulary(queries), fh)  # one automaton per language
     case_sensitive = next(iter(run.ctx.spec.vocabulary_specs().values())).case_sensitive
-    jobs = [(str(automata_path), str(f), str(run.dir / f.name), case_sensitive, str(dedup / "by_file"), i) for i, f in enumerate(files)]
+    jobs = [(str(automata_path) if curate else "", str(f), str(run.dir / f.name), case_sensitive, str(dedup / "by_file"), i)
+            for i, f in enumerate(files)]
     results = run_parallel(_match_job, jobs, workers, ray, "match: shards", run.log)
     shutil.rmtree(dedup)
-    automata_path.unlink()
+    automata_path.unlink(missing_ok=True)
     table = entry_counts(run.dir, queries, run.dir / "entry_counts.parquet")
     stats = MatchStats(entries_matched=int(sum(1 for c in table["count"].to_pylist() if c)),
                        candidates_by_language=dict(sorted(by_lang.items(), key=lambda kv: -kv[1])), worst_urls=worst_urls(found))
@@ -131,9 +141,10 @@ def balance(run: StageRun) -> BalanceStats:
     if len(t_by_language) > 1:
         run.log("balance: t per language " + ", ".join(f"{k} {v:,}" for k, v in t_by_language.items()))
     ray = run.ctx.spec.ray.address
-    stats = balance_shards(files, counts_path, run.dir, t_by_language, spec.seed, spec.workers, ray, run.log)
+    keep_all = run.ctx.spec.curation == "none"  # every deduplicated candidate is kept, with P(keep) 1
+    stats = balance_shards(files, counts_path, run.dir, t_by_language, spec.seed, spec.workers, ray, run.log, keep_all=keep_all)
     stats.unbalanced_baseline = unbalanced_sample(files, stats.rows_out, spec.seed, run.dir / "unbalanced.json", spec.workers, ray, run.log)
-    return balance_report(counts_path, run.dir, t_by_language, stats)
+    return stats if keep_all else balance_report(counts_path, run.dir, t_by_language, stats)  # nothing was drawn to report
 
 
 def _select_rows(run: StageRun, spec) -> list[Path]:
@@ -205,6 +216,8 @@ def manifest(run: StageRun) -> ManifestStats:
 
 
 def _vocabulary_config(ctx: BuildContext):
+    if ctx.spec.curation == "none":
+        return "none"
     specs = ctx.spec.vocabulary_specs()
     if len(specs) == 1:
         return (next(iter(specs.values())).model_dump(), ctx.dumps, ctx.pageviews)
@@ -216,8 +229,10 @@ STAGE_LIST = [
     Stage("candidates", candidates, config=lambda ctx: (ctx.spec.crawl.model_dump(exclude={"max_captions_per_url"}), ctx.warcs)),
     Stage("match", match, reads=("vocabulary", "candidates"), stats=MatchStats,
           # the vocabulary's config covers its languages and case
-          config=lambda ctx: (ctx.spec.matching.model_dump(exclude={"workers"}), ctx.spec.crawl.max_captions_per_url)),
-    Stage("balance", balance, reads=("match",), config=lambda ctx: ctx.spec.balancing.model_dump(exclude={"workers"}), stats=BalanceStats),
+          config=lambda ctx: (ctx.spec.matching.model_dump(exclude={"workers"}), ctx.spec.crawl.max_captions_per_url,
+                              ctx.spec.curation)),
+    Stage("balance", balance, reads=("match",), stats=BalanceStats,
+          config=lambda ctx: (ctx.spec.balancing.model_dump(exclude={"workers"}), ctx.spec.curation)),
     Stage("download", download, reads=("match", "balance"), owns=("shards", "webdataset"), stats=DownloadStats,
           config=lambda ctx: ctx.spec.download.model_dump(exclude={"processes", "threads", "dns_concurrency"})),
     Stage("manifest", manifest, reads=("vocabulary", "candidates", "match", "balance", "download"),

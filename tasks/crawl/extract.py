@@ -1,6 +1,7 @@
 """Stage 2 of build-wit: candidate (image URL, alt text) pairs from crawls and tables.
 
     warc.py     WARC / WAT files -> pairs      tables.py   LAION / CC3M tables -> pairs
+    local.py    your own images + captions     (a folder, a table of paths, Chinese-CLIP's layout)
     filters.py  one pair: normalise, check     langid.py   the language of an alt text
 
 `extract_file` turns one input into one candidates parquet (deduplicated within the file),
@@ -17,10 +18,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.crawl.local import iter_local
 from tasks.crawl.tables import iter_table
 from tasks.crawl.warc import iter_warc
 from tasks.engine import Stats, atomic, mark_unit
-from tasks.specs import CrawlSpec, TableSpec
+from tasks.specs import CrawlSpec, LocalSpec, TableSpec
 from tasks.vocabulary.wikitext import open_source
 
 CANDIDATE_SCHEMA = pa.schema([
@@ -29,12 +31,17 @@ CANDIDATE_SCHEMA = pa.schema([
 ])
 
 
-def extract_file(kind: str, source: str | TableSpec, spec: CrawlSpec, out_path: Path) -> Stats:
+def extract_file(kind: str, source: str | TableSpec | LocalSpec, spec: CrawlSpec, out_path: Path) -> Stats:
     """One input -> one candidates parquet (deduped within the file), written atomically, then
-    the unit marker with its stats (so a rerun skips it)."""
+    the unit marker with its stats (so a rerun skips it). `kind`: warc, table or local."""
     stats = Stats()
     dropped: list | None = [] if spec.keep_dropped else None
-    rows = iter_warc(source, spec, stats, dropped) if kind == "warc" else iter_table(source, spec, stats, dropped)
+    if kind == "warc":
+        rows = iter_warc(source, spec, stats, dropped)
+    elif kind == "table":
+        rows = iter_table(source, spec, stats, dropped)
+    else:  # a local source's images from a Chinese-CLIP TSV are written beside its parquet
+        rows = iter_local(source, spec, stats, out_path.parent / out_path.stem, dropped)
     seen: set[str] = set()
     cols: dict[str, list] = {k: [] for k in CANDIDATE_SCHEMA.names}
     for row in rows:

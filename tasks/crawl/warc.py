@@ -9,6 +9,7 @@ and skipped, never fatal.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from urllib.parse import urljoin
@@ -23,9 +24,67 @@ from tasks.crawl.filters import PairFilter, uid_of
 from tasks.engine import Stats
 from tasks.specs import CrawlSpec
 
+# Lazy-loading pages put a placeholder in `src` (a 1x1 data: GIF, "blank.gif", "lazy_placeholder.png")
+# and the real image in one of these, which a script swaps in; a crawler reads them itself
+LAZY_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-lazy", "data-url", "data-hi-res-src", "original")
+SRCSET_ATTRS = ("data-srcset", "srcset", "data-lazy-srcset")
+_PLACEHOLDER = re.compile(r"(^|[/_-])(blank|empty|spacer|pixel|placeholder|transparent|lazy|loading|loader|dummy|1x1|spinner)"
+                          r"([._-][0-9a-f]{4,16})?\.(gif|png|jpe?g|svg|webp)(\?.*)?$", re.IGNORECASE)
 
-def _img_pairs_from_html(body: bytes, page_url: str, attrs: list[str]) -> Iterator[tuple[str, str, str]]:
-    """(src, text, base) for each <img> attribute with text; base honours <base href>."""
+
+def is_placeholder(src: str) -> bool:
+    """A `src` that is not the picture: missing, an inline data: URI, or a placeholder file name."""
+    s = src.strip()
+    return not s or s[:5].lower() == "data:" or bool(_PLACEHOLDER.search(s.split("#", 1)[0]))
+
+
+def best_srcset(srcset: str) -> str | None:
+    """The largest candidate of a srcset ("a.jpg 320w, b.jpg 640w" -> b.jpg; "x.jpg 1x, y.jpg 2x" -> y.jpg),
+    parsed as the HTML standard does: a URL may contain commas ("c_fill,w_320/x.jpg 320w")."""
+    best, best_size, i, n = None, -1.0, 0, len(srcset)
+    while i < n:
+        while i < n and (srcset[i].isspace() or srcset[i] == ","):
+            i += 1
+        j = i
+        while j < n and not srcset[j].isspace():
+            j += 1
+        url = srcset[i:j]
+        descriptor = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            k = srcset.find(",", j)
+            k = n if k < 0 else k
+            descriptor, j = srcset[j:k].strip(), k + 1
+        i = j
+        if not url:
+            continue
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([wx])", descriptor.split()[0]) if descriptor else None
+        size = float(m.group(1)) * (1 if m and m.group(2) == "w" else 1000) if m else 1.0  # a w beats an x
+        if size > best_size:
+            best, best_size = url, size
+    return best
+
+
+def image_source(img) -> tuple[str, str]:
+    """(the image's URL, the attribute it came from): `src`, or where `src` is a placeholder, the
+    first lazy-loading attribute that holds a URL, else the largest srcset candidate."""
+    src = img.getattr("src", "") or ""
+    if not is_placeholder(src):
+        return src, "src"
+    for a in LAZY_ATTRS:
+        v = (img.getattr(a, "") or "").strip()
+        if v and not is_placeholder(v):
+            return v, a
+    for a in SRCSET_ATTRS:
+        v = best_srcset(img.getattr(a, "") or "")
+        if v and not is_placeholder(v):
+            return v, a
+    return src, "src"
+
+
+def _img_pairs_from_html(body: bytes, page_url: str, attrs: list[str]) -> Iterator[tuple[str, str, str, str]]:
+    """(src, text, base, src attribute) for each <img> attribute with text; base honours <base href>."""
     tree = HTMLTree.parse_from_bytes(body, detect_encoding(body))
     base = page_url
     if tree.head is not None:
@@ -34,13 +93,13 @@ def _img_pairs_from_html(body: bytes, page_url: str, attrs: list[str]) -> Iterat
             base = urljoin(page_url, b.getattr("href", ""))
     root = tree.body if tree.body is not None else tree.document
     for img in root.query_selector_all("img"):
-        src = img.getattr("src", "") or ""
+        src, src_attr = image_source(img)
         texts = [(img.getattr(a, "") or "") for a in attrs]
         texts = [t for t in texts if t.strip()]
         if not texts:
-            yield src, "", base
+            yield src, "", base, src_attr
         for t in dict.fromkeys(texts):  # alt and title often repeat each other
-            yield src, t, base
+            yield src, t, base, src_attr
 
 
 def target_uri(headers) -> str | None:
@@ -112,10 +171,10 @@ def iter_warc(path: str, spec: CrawlSpec, stats: Stats, dropped: list | None = N
                     stats.counts[f"record_error_{type(e).__name__}"] += 1
                     continue
                 stats.counts["records_parsed"] += 1
-                for src, text, base in pairs:
+                for src, text, base, src_attr in pairs:
                     stats.counts["img_tags"] += 1
                     stats.rows_in += 1
-                    row, reason = filt(src, text, base)
+                    row, reason = filt(src, text, base, src_attr)
                     if row is None:
                         stats.drop(reason)
                         if dropped is not None:
@@ -134,4 +193,4 @@ def _pairs_from_wat(payload: bytes, page_url: str) -> Iterator[tuple[str, str, s
     base = urljoin(page_url, html_meta.get("Head", {}).get("Base") or page_url)
     for link in html_meta.get("Links", []):
         if link.get("path") == "IMG@/src":
-            yield link.get("url", ""), link.get("alt") or link.get("title") or "", base
+            yield link.get("url", ""), link.get("alt") or link.get("title") or "", base, "src"

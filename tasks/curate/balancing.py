@@ -180,13 +180,17 @@ class BalanceStats(Stats):
     by_language: dict[str, LanguageBalance] = {}
 
 
-def balance_shard(match_file: str, p_entry_path: str, out_path: str, seed: int) -> ShardBalance:
+def balance_shard(match_file: str, p_entry_path: str, out_path: str, seed: int, keep_all: bool = False) -> ShardBalance:
     """Balance one matched shard into `out_path` and its per-entry counts into `entries/<name>`
     (entry_id, kept: matches among kept pairs, drawn: pairs its own draw accepted), atomically,
     then mark the shard done: a unit of parallel work."""
     p_entry = np.load(p_entry_path)
     matched = pq.read_table(match_file)
-    out, p_keep, (drawn_ids, drawn_n) = balance_table(matched, p_entry, seed)
+    if keep_all:  # curation none: the set is the user's, not drawn
+        p_keep, drawn_ids, drawn_n = np.ones(matched.num_rows), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        out = matched.append_column("p_keep", pa.array(p_keep))
+    else:
+        out, p_keep, (drawn_ids, drawn_n) = balance_table(matched, p_entry, seed)
     st = ShardBalance(rows_in=matched.num_rows, rows_out=out.num_rows, expected=float(p_keep.sum()))
     st.drop("balanced_out", matched.num_rows - out.num_rows)
     if "lang" in matched.column_names:
@@ -209,7 +213,7 @@ def balance_shard(match_file: str, p_entry_path: str, out_path: str, seed: int) 
 
 
 def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t: int | dict[str, int], seed: int,
-                   workers: int = 1, ray_address: str | None = None, log=None) -> BalanceStats:
+                   workers: int = 1, ray_address: str | None = None, log=None, keep_all: bool = False) -> BalanceStats:
     """Balance every matched shard into out_dir/NNNNN.parquet (shards in parallel; shards already
     done by an interrupted run are kept); entry_counts_after.parquet sums the shards' counts.
     `t`: one threshold, or one per language (entry_counts' `language` column). Memory per worker
@@ -224,7 +228,7 @@ def balance_shards(match_files: list[Path], counts_path: Path, out_dir: Path, t:
     with atomic(p_path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, p_entry)
     names = [f"{i:05d}" for i in range(len(match_files))]
-    todo = [(str(f), str(p_path), str(out_dir / f"{n}.parquet"), seed) for f, n in zip(match_files, names)
+    todo = [(str(f), str(p_path), str(out_dir / f"{n}.parquet"), seed, keep_all) for f, n in zip(match_files, names)
             if unit_stats(out_dir, n) is None]
     if log and len(todo) < len(names):
         log(f"balance: {len(names) - len(todo)} shards balanced earlier, {len(todo)} to balance")

@@ -87,7 +87,7 @@ def bucket_losers(key_files: list[str], bucket: int, out_path: str, max_captions
             ends = np.r_[starts[1:], n]
             distinct = np.add.reduceat((~dup).astype(np.int64), starts)  # captions (uids) per URL
             for a, b, c in zip(starts, ends, distinct):
-                if c > max_captions_per_url:
+                if c > max_captions_per_url and not url[int(a)].as_py().startswith("file://"):  # own images: any number
                     reason[a:b] = 1
                     worst.append((url[int(a)].as_py(), int(c)))
         sel = np.flatnonzero(reason >= 0)

@@ -104,12 +104,13 @@ class MatchStats(Stats):
 def match_shard(auto: ahocorasick.Automaton | dict, in_path: Path, out_path: Path, case_sensitive: bool = True,
                 language: str = "en", skip_rows: np.ndarray | None = None, skip_reasons: np.ndarray | None = None) -> Stats:
     """Candidates parquet -> matched rows (+ entry_ids) and per-entry counts; atomic, then marked done.
-    `auto`: one automaton (for `language`), or {language: automaton}.
+    `auto`: one automaton (for `language`), {language: automaton}, or None (curation none: every
+    row is kept with no entries).
     `skip_rows`: rows the cross-file pass drops (tasks/curate/dedup.py), each for its reason in
     `skip_reasons` (DEDUP_REASONS: a pair another file holds, a URL with too many captions)."""
     from tasks.curate.dedup import DEDUP_REASONS
 
-    automata = auto if isinstance(auto, dict) else {language: auto}
+    automata = auto if isinstance(auto, dict) or auto is None else {language: auto}
     table = pq.read_table(in_path)
     rows_in = table.num_rows
     stats = Stats(rows_in=rows_in)
@@ -121,20 +122,23 @@ def match_shard(auto: ahocorasick.Automaton | dict, in_path: Path, out_path: Pat
             stats.drop(DEDUP_REASONS[int(code)], int(n))
         table = table.filter(pa.array(keep_mask))
     langs = table["lang"].to_pylist() if "lang" in table.column_names else [None] * table.num_rows
-    ids, no_vocabulary = match_routed(automata, table["text"].to_pylist(), langs, case_sensitive)
+    if automata is None:  # curation none: every candidate is kept, matching no entry
+        ids, no_vocabulary = [[-1]] * table.num_rows, 0
+    else:
+        ids, no_vocabulary = match_routed(automata, table["text"].to_pylist(), langs, case_sensitive)
     keep = [i for i, e in enumerate(ids) if e]
     matched = table.take(pa.array(keep, pa.int64())).append_column(
-        "entry_ids", pa.array([ids[i] for i in keep], pa.list_(pa.int64())))
+        "entry_ids", pa.array([[e for e in ids[i] if e >= 0] for i in keep], pa.list_(pa.int64())))
     with atomic(out_path) as tmp:
         pq.write_table(matched, tmp)
-    counts = Counter(e for i in keep for e in ids[i])
+    counts = Counter(e for i in keep for e in ids[i] if e >= 0)
     with atomic(out_path.with_suffix(".counts.json")) as tmp:
         tmp.write_text(json.dumps(counts))
     stats.rows_out = len(keep)
     stats.drop("no_match", table.num_rows - len(keep) - no_vocabulary)
     if no_vocabulary:
         stats.drop("language_without_vocabulary", no_vocabulary)
-    stats.counts["matches"] = sum(len(ids[i]) for i in keep)
+    stats.counts["matches"] = int(matched["entry_ids"].combine_chunks().value_lengths().to_numpy().sum()) if keep else 0
     return mark_unit(out_path.parent, out_path.stem, stats)
 
 

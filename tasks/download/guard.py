@@ -63,6 +63,8 @@ class AddressPolicy:
             host = parts.hostname
         except ValueError:
             return "invalid_url", None
+        if parts.scheme == "file" and not parts.netloc:  # crawl.local's own images: read from disk, no connection
+            return None, ""
         if parts.scheme not in ("http", "https"):
             return "scheme_not_http", None
         if not host:

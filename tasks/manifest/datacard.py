@@ -77,7 +77,7 @@ def write_datacard(out: Path, spec, manifest: dict, stages: dict[str, Stats]) ->
     voc, cand, match, bal, dl = (stages[k] for k in ("vocabulary", "candidates", "match", "balance", "download"))
     top = "\n".join(f"| {q} | {b:,} | {a:,} |" for q, b, a in bal.top_entries)
     langs = _languages_section(voc, bal, match.candidates_by_language)
-    t_text = ("t = " + ", ".join(f"{v:,} ({k})" for k, v in bal.t_by_language.items())) if len(bal.t_by_language) > 1 else f"t = {bal.t:,}"
+    curation = _curated_sections(voc, bal, langs, top) if spec.curation != "none" else CURATION_NONE
     flow = "\n".join(f"| {name} | {st.rows_in:,} | {st.rows_out:,} | {sum(st.dropped.values()):,} |" for name, st in stages.items())
     text = f"""# Data card: {spec.name}
 
@@ -90,17 +90,49 @@ Spec hash `{manifest['spec_hash']}`, built {manifest['created']}.
 |---|---|---|---|
 {flow}
 
-vocabulary: pages read -> entries; candidates: `<img>` tags and table rows -> pairs (deduplicated per input);
-match: candidate pairs -> pairs matching >= 1 entry; balance: matched pool -> kept at {t_text}
-(expected {bal.expected_kept:,}); download: balanced pairs plus the unbalanced baseline's -> images in
-shards ({manifest['totals']['rows']:,} rows in {len(manifest['shards'])} shards, {manifest['totals']['bytes'] / 1e6:.1f} MB).
+{_flow_lines(spec, bal, manifest)}
 
 Alt texts written in capitals: {cand.counts.get('all_caps_captions', 0):,} (they never match a lower-case
 vocabulary; {cand.counts.get('all_caps_casefolded', 0):,} lower-cased by `crawl.casefold_all_caps`).
 {_language_id_lines(cand)}{_image_sources(cand, match)}
 ## Why records were dropped
 {_reasons_table(stages)}
-## Vocabulary by source
+{curation}## Download
+{dl.to_fetch:,} URLs fetched through the guard; {dl.dns_lookups:,} host lookups
+(at most {dl.dns_max_in_flight:,} in flight). Refused before fetching:
+{_table(dl.refused_before_fetch) if dl.refused_before_fetch else 'none'}
+Refused at connection time (redirect hops): {dl.refused_at_connection or 'none'}
+
+Fetch results:
+{_table(manifest['totals']['by_status'], ('status', 'images'))}
+"""
+    with atomic(out / "datacard.md") as tmp:
+        tmp.write_text(text)
+    return out / "datacard.md"
+
+
+CURATION_NONE = """## Curation
+None (`curation: none`): every candidate is kept as given, after removing exact duplicates. No
+vocabulary was built, nothing was matched or balanced; the set is the user's own (a fine-tuning set).
+
+"""
+
+
+def _flow_lines(spec, bal: BalanceStats, manifest: dict) -> str:
+    shards = (f"shards ({manifest['totals']['rows']:,} rows in {len(manifest['shards'])} shards, "
+              f"{manifest['totals']['bytes'] / 1e6:.1f} MB)")
+    if spec.curation == "none":
+        return ("candidates: images and captions from the inputs -> pairs (deduplicated per input); match and balance keep "
+                f"every pair; download: pairs -> images in {shards}.")
+    t_text = ("t = " + ", ".join(f"{v:,} ({k})" for k, v in bal.t_by_language.items())) if len(bal.t_by_language) > 1 else f"t = {bal.t:,}"
+    return ("vocabulary: pages read -> entries; candidates: `<img>` tags and table rows -> pairs (deduplicated per input);\n"
+            f"match: candidate pairs -> pairs matching >= 1 entry; balance: matched pool -> kept at {t_text}\n"
+            f"(expected {bal.expected_kept:,}); download: balanced pairs plus the unbalanced baseline's -> images in\n{shards}.")
+
+
+def _curated_sections(voc: VocabularyStats, bal: BalanceStats, langs: str, top: str) -> str:
+    """The vocabulary and balancing sections of a curated (MetaCLIP) build."""
+    return f"""## Vocabulary by source
 {_table(voc.by_source, ('source', 'entries'))}
 {langs}
 ## Balancing
@@ -117,18 +149,7 @@ the whole matched pool.
 
 ![cumulative match count](balance/balance.png)
 
-## Download
-{dl.to_fetch:,} URLs fetched through the guard; {dl.dns_lookups:,} host lookups
-(at most {dl.dns_max_in_flight:,} in flight). Refused before fetching:
-{_table(dl.refused_before_fetch) if dl.refused_before_fetch else 'none'}
-Refused at connection time (redirect hops): {dl.refused_at_connection or 'none'}
-
-Fetch results:
-{_table(manifest['totals']['by_status'], ('status', 'images'))}
 """
-    with atomic(out / "datacard.md") as tmp:
-        tmp.write_text(text)
-    return out / "datacard.md"
 
 
 def _image_sources(cand: Stats, match) -> str:
@@ -136,7 +157,7 @@ def _image_sources(cand: Stats, match) -> str:
     srcset, ...), and the URLs dropped for carrying too many different captions."""
     by_attr = {k.split(":", 1)[1]: v for k, v in cand.counts.items() if k.startswith("src_from:")}
     lines = []
-    if set(by_attr) - {"src"}:
+    if set(by_attr) - {"src", "local"}:
         lines.append("Image URLs by the attribute that gave them (a placeholder `src` is replaced by the real image of a "
                      "lazy-loading page): " + ", ".join(f"`{a}` {n:,}" for a, n in sorted(by_attr.items(), key=lambda kv: -kv[1])))
     if match.worst_urls:

@@ -281,6 +281,16 @@ def build_vocabulary(spec: VocabularySpec, out_dir: Path, dumps: list[str], page
     return stats
 
 
+def write_empty_vocabulary(out_dir: Path) -> VocabularyStats:
+    """A build with `curation: none` matches nothing: an empty queries.parquet (the stages after
+    read it as they always do) and its stats."""
+    with atomic(out_dir / "queries.parquet") as tmp:
+        pq.write_table(QUERY_SCHEMA.empty_table(), tmp)
+    stats = VocabularyStats()
+    write_json(out_dir / "stats.json", stats.to_dict())
+    return stats
+
+
 def merge_languages(out_dir: Path, built: dict[str, VocabularyStats]) -> VocabularyStats:
     """A multilingual vocabulary: every language's `out_dir/<language>/queries.parquet` in one
     table (languages in the given order, entry ids renumbered so they stay row numbers) and the

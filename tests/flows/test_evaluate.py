@@ -51,12 +51,57 @@ def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_worl
         run_id=first["run_id"], artifact_path="eval/sample-tiny-shape/zeroshot-sample-tiny-shape-predictions.json", tracking_uri=uri)).read())
     assert table["columns"] == ["image", "true", "predicted", "correct", "top3"] and len(table["data"]) == 24
 
+    # clip_benchmark-format JSON beside the checkpoint, merged into a CSV by clip_benchmark's own `build` step
+    results = sorted(p.name for p in (run_dir / "eval-results").iterdir())
+    # (the held-out linear probe is not clip_benchmark's protocol, so it has no JSON there)
+    assert results == [f"sample-tiny-shape_{str(folder).replace('/', '_')}_t_en_zeroshot_classification.json"]
+    rows = clip_benchmark_build(run_dir / "eval-results", tmp_path / "benchmark.csv")
+    zs = next(r for r in rows if r["task"] == "zeroshot_classification")
+    assert zs["dataset"] == "sample-tiny-shape" and zs["model"] == "t" and zs["language"] == "en"
+    assert float(zs["acc1"]) == pytest.approx(top1) and {"acc5", "mean_per_class_recall"} <= set(zs)
+    assert zs["model_fullname"] == f"t {folder}"
+
     mtime = caches[0].stat().st_mtime_ns
     second = ev.evaluate(spec={**spec, "run_id": parent})  # into the training run itself, from the cache
     assert caches[0].stat().st_mtime_ns == mtime
     assert second["run_id"] == parent
     assert second["metrics"]["zeroshot/sample-tiny-shape/top1"] == pytest.approx(top1)
     assert MlflowClient(uri).get_run(parent).data.metrics["zeroshot/sample-tiny-shape/top1"] == pytest.approx(top1)
+
+
+def clip_benchmark_build(folder, out_csv) -> list[dict]:
+    """clip_benchmark's `build` step (clip_benchmark/cli.py:main_build, the installed package's own
+    code) on `folder`; its rows. The function is taken from the module's source: importing
+    clip_benchmark.cli imports its datasets and captioning metrics (torchvision, pycocoevalcap),
+    which `build` does not use."""
+    import argparse
+    import ast
+    import csv
+    import importlib.util
+    import os
+
+    src = importlib.util.find_spec("clip_benchmark.cli").origin
+    with open(src) as fh:
+        tree = ast.parse(fh.read())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main_build")
+    scope = {"json": json, "os": os, "csv": csv}
+    exec(compile(ast.Module([fn], []), src, "exec"), scope)  # noqa: S102 - clip_benchmark's own function, from its file
+    scope["main_build"](argparse.Namespace(files=[str(folder)], output=str(out_csv)))
+    with open(out_csv) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_device_cuda_without_one_is_refused_in_one_line():
+    import torch
+
+    from flows.evaluate import choose_device
+    from tasks.specs import SpecError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SpecError, match="device: cuda, but torch .* sees no CUDA device here"):
+        choose_device("cuda")
+    assert choose_device("auto") == "cpu"
 
 
 def test_a_folder_that_is_no_checkpoint_is_refused(tmp_path):

@@ -54,6 +54,10 @@ def _write_mirror(world: Path, root: Path) -> dict:
     failed.mkdir(parents=True)
     status["jobs"]["articlesmultistreamdump"]["status"] = "failed"
     (failed / "dumpstatus.json").write_text(json.dumps(status))
+    running = root / "enwiki/20240701"  # the newest dump is still being written, as the public site's often is
+    running.mkdir(parents=True)
+    status["jobs"]["articlesmultistreamdump"]["status"] = "in-progress"
+    (running / "dumpstatus.json").write_text(json.dumps(status))
     hours = sorted((world / "pageviews").glob("*.gz"))
     pv = root / "other/pageviews/2024/2024-01"
     pv.mkdir(parents=True)
@@ -199,3 +203,41 @@ def test_a_build_from_names_lists_its_inputs_in_the_manifest(mirror, tmp_path):
     assert sum(i["source"] == "common_crawl" for i in m["inputs"]) == 2
     card = (tmp_path / "b/datacard.md").read_text()
     assert "| vocabulary | missing_pageview_file | 1 |" in card
+
+
+@pytest.mark.parametrize("base", ["http", "folder"])
+def test_dump_date_latest_takes_the_newest_finished_dump_and_the_manifest_says_which(mirror, tmp_path, base):
+    """`dump_date: latest` (the shipped wit-400m spec's) lists the wiki's dump dates, skips the
+    newest one still running, and resolves the newest finished one; `openwit resolve` prints it."""
+    from tasks.context import make_context
+
+    root, url, _files, _port = mirror
+    spec = _named(yaml.safe_load((REPO / "data_specs/wit-400m.yaml").read_text()), url if base == "http" else str(root), url,
+                  date="latest")
+    spec["vocabulary"]["wordnet"]["enabled"] = False
+    ctx = make_context(load_spec(spec), tmp_path / "b", log=lambda *_: None)
+    assert ctx.resolved == {"dump_date": "20240601"} and all("/20240601/" in d for d in ctx.dumps)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    r = subprocess.run([str(Path(sys.executable).parent / "openwit"), "resolve", str(spec_file)], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["resolved"] == {"dump_date": "20240601"} and any(i["url"].endswith(".bz2") for i in out["inputs"])
+
+
+def test_validate_is_offline_and_every_shipped_spec_passes(monkeypatch, capsys):
+    """`openwit validate` checks schema, local files and columns without fetching anything: every
+    spec in data_specs/ passes here with every fetch refused (a named dump, pageview days, a crawl id
+    stay unresolved until `--resolve` or the build)."""
+    from flows import cli
+    from tasks import inputs
+
+    def no_fetch(*a, **k):
+        raise AssertionError(f"validate fetched {a[:1]}")
+
+    monkeypatch.setattr(inputs, "read_bytes", no_fetch)
+    specs = sorted(str(p.relative_to(REPO)) for p in (REPO / "data_specs").rglob("*.yaml"))
+    assert cli.main(["validate", *specs]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": ok (") == len(specs) and "wit-400m.yaml: ok (build-wit wit-400m); named inputs not resolved" in out

@@ -43,11 +43,17 @@ def crop_from_uniforms(img: Image.Image, size: int, u: np.ndarray, scale=(0.9, 1
 
 
 def center_resize(img: Image.Image, size: int) -> Image.Image:
-    """The evaluation transform's geometry: the centre square, resized (bicubic) to size x size."""
+    """The evaluation transform's geometry, as open_clip and transformers' CLIPImageProcessor do it:
+    the shortest side resized (bicubic) to `size`, the long side to int(size * long / short), then the
+    centre size x size crop at ((long - size) // 2) (transformers' offset; torchvision rounds, which
+    moves the crop by one pixel when long - size = 3 mod 4)."""
     w, h = img.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return img.resize((size, size), Image.BICUBIC, box=box)
+    if (w, h) != (size, size):
+        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        img = img.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return img
 
 
 def decode_into(out_HW3: np.ndarray, data: bytes, u: np.ndarray | None) -> str | None:

@@ -1,0 +1,157 @@
+"""Real alt text kept (issue #31): language ID as routing, lazy-loaded images on real pages, one
+URL under many captions, and every drop reason in the summary line."""
+
+import gzip
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.crawl.langid import LanguageRouter, lid_scores
+from tests.conftest import real
+
+# human-written Mandarin captions that lid.176 labels Wu (`wuu`)
+WUU_MANDARIN = ["一个穿着蓝色衣服的年轻人在冲浪", "几个人在室外的餐馆吃比萨饼", "巨型月饼现身上海"]
+# real LAION-400M rows (tests/data/tables) in English that lid.176 reads as another language
+ENGLISH_TITLES = ["Canon Rebel DSLR Camera", "celtic heart decal", "Hugo Boss Stretch-Denim Jeans", "boucle turtleneck sweater"]
+CAPITALS = "CANVAS OIL PAINTING MODERN ABSTRACT WALL DECOR ART Wonder Woman 24x36(NO FRAME)"  # lid.176 reads it as Chinese
+
+
+def test_lid_reads_real_mandarin_as_wu_and_a_zh_build_keeps_it_as_zh():
+    assert all(lid_scores(t)[0][0] == "wuu" for t in WUU_MANDARIN)  # the failure this guards against is real
+    zh = LanguageRouter(["zh"])
+    assert [zh(t) for t in WUU_MANDARIN] == [("zh", "folded")] * 3
+    assert LanguageRouter(["zh"], fold=False)(WUU_MANDARIN[0])[0] == "wuu"  # without folding it would be dropped
+    assert zh("這是繁體中文的國旗照片")[0] == "zh" and zh("東京タワーの写真")[0] == "ja"  # Traditional stays zh, kana is Japanese
+    assert LanguageRouter(["yue"])("佢哋喺度食緊飯")[0] == "yue"  # a build that asks for Cantonese itself gets it unfolded
+
+
+def test_an_english_build_keeps_english_titles_lid_misreads_and_drops_other_languages():
+    en = LanguageRouter(["en"], wordnet="/usr/share/wordnet")
+    assert all(lid_scores(t)[0][0] != "en" for t in ENGLISH_TITLES)
+    assert [en(t)[0] for t in ENGLISH_TITLES] == ["en"] * len(ENGLISH_TITLES)
+    from tasks.crawl.langid import lid_model
+
+    assert lid_model().predict(CAPITALS)[0][0] == "__label__zh" and en(CAPITALS)[0] == "en"  # capitals lower-cased for lid.176
+    for foreign in ("Apple está buscando comprar una startup del Reino Unido por mil millones de dólares",
+                    "Die ganze Stadt ist ein Startup: Shenzhen ist das Silicon Valley für Hardware-Firmen",
+                    "Policisté budou s hygieniky častěji kontrolovat opatření", "红色国旗在广场上飘扬"):
+        assert en(foreign)[0] != "en", foreign
+    strict = LanguageRouter(["en"], english_rule="lid")
+    assert sum(strict(t)[0] == "en" for t in ENGLISH_TITLES) == 0  # the old rule lost every one of them
+
+
+def test_the_filter_counts_how_each_caption_was_routed():
+    from tasks.crawl.filters import PairFilter
+    from tasks.specs import CrawlSpec
+
+    f = PairFilter(CrawlSpec(languages=["en", "zh"]))
+    kept = [f("http://a.example/x.jpg", t, "")[0] for t in WUU_MANDARIN + ENGLISH_TITLES]
+    assert all(k is not None for k in kept)
+    assert f.stats.counts["lang_folded:wuu->zh"] == 3 and f.stats.counts["lang_rescued_en"] == len(ENGLISH_TITLES)
+    assert f("http://a.example/y.jpg", "Die ganze Stadt ist ein Startup", "") == (None, "language")
+
+
+# ----------------------------------------------------------------------------- lazy-loaded images
+def _page(name: str) -> bytes:
+    return gzip.decompress(real(f"pages/{name}.html.gz").read_bytes())
+
+
+def test_a_real_lazy_loading_page_yields_the_real_image_urls():
+    """independent.co.uk puts a 1x1 data: GIF in `src` and the photo in `data-original`;
+    Gizmodo (kinja) a data: GIF in `src` and sized candidates in `data-srcset` (URLs with commas)."""
+    from resiliparse.parse.encoding import detect_encoding
+    from resiliparse.parse.html import HTMLTree
+
+    from tasks.crawl.warc import _img_pairs_from_html, image_source
+
+    body = _page("bug-1255978")
+    tree = HTMLTree.parse_from_bytes(body, detect_encoding(body))
+    lazy = [img for img in tree.document.query_selector_all("img.lazy")]
+    assert len(lazy) >= 10 and all((img.getattr("src") or "").startswith("data:") for img in lazy)
+    got = [image_source(img) for img in lazy]
+    assert all(attr == "data-original" and "/thumbnails/image/2016/" in url and url.endswith(".jpg") for url, attr in got), got
+    assert not any(url.startswith("data:") for url, _ in got)
+
+    pairs = list(_img_pairs_from_html(_page("lazy-image-2"), "https://gizmodo.com/", ["alt"]))
+    captioned = [(src, attr) for src, text, _base, attr in pairs if text]
+    assert len(captioned) >= 30 and not any(src.startswith("data:") for src, _ in captioned)
+    srcset = [src for src, attr in captioned if attr == "data-srcset"]
+    import re
+
+    widths = [int(re.search(r",w_(\d+)/", src).group(1)) for src in srcset]  # kinja's sizes are 80w, 320w, 470w (800w)
+    assert len(srcset) >= 30 and all(src.startswith("https://i.kinja-img.com/") for src in srcset) and min(widths) >= 470
+
+
+def test_candidates_from_a_real_lazy_page_count_which_attribute_gave_the_url(tmp_path):
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from tasks.crawl.extract import extract_file
+    from tasks.specs import CrawlSpec
+
+    path = tmp_path / "page.warc.gz"
+    with open(path, "wb") as fh:
+        w = WARCWriter(fh, gzip=True)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+        w.write_record(w.create_warc_record("https://gizmodo.com/", "response", payload=io.BytesIO(_page("lazy-image-2")),
+                                            http_headers=http))
+    stats = extract_file("warc", str(path), CrawlSpec(languages=["en"], max_captions_per_url=None), tmp_path / "w00000.parquet")
+    rows = pq.read_table(tmp_path / "w00000.parquet").to_pylist()
+    assert rows and not any(r["url"].startswith("data:") for r in rows)
+    assert stats.counts["src_from:data-srcset"] >= 30 and stats.dropped.get("data_uri", 0) == 0
+
+
+# ----------------------------------------------------------------------------- one URL, many captions
+def test_one_placeholder_url_under_many_captions_is_dropped_with_its_own_reason(tmp_path):
+    """A site's lazy-load placeholder with no alternative URL (as on the Chinese news pages of #31:
+    `empty.e2b8122a.png` under 83 captions): through the real stages, every pair of that URL is
+    dropped as url_many_captions, the data card's worst list names it, the other pairs match."""
+    import bz2
+
+    from tasks import stages
+    from tasks.context import make_context
+    from tasks.specs import load_spec
+
+    placeholder = "https://static.example.cn/static/empty.e2b8122a.png"
+    rows = [{"url": placeholder, "caption": f"红色国旗在第{i}个广场上飘扬"} for i in range(30)]
+    rows += [{"url": f"https://img.example.cn/{i}.jpg", "caption": f"蓝色国旗，第{i}张"} for i in range(12)]
+    table = tmp_path / "t.jsonl"
+    table.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    page = "<page><title>国旗</title><ns>0</ns><id>1</id><revision><text>" + "红色国旗在广场上飘扬。蓝色国旗。" * 20 + "</text></revision></page>"
+    dump = tmp_path / "zh.xml.bz2"
+    dump.write_bytes(bz2.compress(f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">{page}</mediawiki>'.encode()))
+    spec = load_spec({"kind": "build-wit", "name": "many", "output_dir": str(tmp_path / "b"), "language": "zh",
+                      "vocabulary": {"wikipedia": {"dumps": [str(dump)], "min_unigram_count": 5, "workers": 1},
+                                     "wordnet": {"enabled": False}},
+                      "crawl": {"tables": [{"path": str(table)}], "workers": 1, "max_captions_per_url": 10},
+                      "matching": {"workers": 1}})
+    ctx = make_context(spec, log=lambda *_: None)
+    for stage in ("vocabulary", "candidates", "match"):
+        stats, _ = stages.run_stage(ctx, stage)
+    assert stats.dropped["url_many_captions"] == 30 and stats.worst_urls == [(placeholder, 30)]
+    kept = [u for f in stages.match_files(ctx.out / "match") for u in pq.read_table(f)["url"].to_pylist()]
+    assert placeholder not in kept and len(kept) == 12
+    from tasks.manifest.datacard import _image_sources
+
+    assert placeholder in _image_sources(stages.stage_stats(ctx.out, "candidates"), stats)
+
+
+# ----------------------------------------------------------------------------- the summary line
+@pytest.mark.parametrize("n_reasons", [3, 9])
+def test_the_summary_line_accounts_for_every_drop(n_reasons):
+    from flows.build_wit import SHOWN_REASONS, summary_line
+    from tasks.engine import Stats
+    from tasks.reasons import REASONS
+
+    st = Stats(rows_in=2000, rows_out=100)
+    for k, reason in enumerate(list(REASONS)[:n_reasons]):
+        st.drop(reason, 1000 // (k + 1))
+    line = summary_line("candidates", st, False)
+    named = [r for r in list(REASONS)[:n_reasons] if f"{r} " in line or f"{r})" in line or f"{r}," in line]
+    assert len(named) == n_reasons  # every reason is named ...
+    if n_reasons > SHOWN_REASONS:  # ... the rest counted, so the numbers add up to the total
+        rest = sum(1000 // (k + 1) for k in range(SHOWN_REASONS, n_reasons))
+        assert f"and {n_reasons - SHOWN_REASONS} more reasons {rest:,}" in line
