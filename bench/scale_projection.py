@@ -2,6 +2,9 @@
 
     python bench/scale_projection.py [--machines 10] [--cores 16]
 
+It also writes the training bill: GPU-hours of pretraining ViT-B/32 and ViT-L/14 on the build
+(32 epochs) at the rates measured on an H200, and what a 2x better data path or MFU saves.
+
 Reads bench/results/scale.json, measures the candidates stage once more on real Common Crawl
 bytes (../shared/data/warc, when present) and writes bench/results/scale.md, the section that
 bench/report.py appends to bench/REPORT.md.
@@ -269,6 +272,81 @@ BOUNDS = """What each stage holds in memory, and what grows (the state a streami
   host in 8 resolves), so the projection measures its per-row work apart, on real captions."""
 
 
+# ----------------------------------------------------------------------------- the training bill
+EPOCHS = 32  # CLIP's and MetaCLIP's schedule: 32 epochs of the balanced set
+H200_PEAK = 989e12  # dense bf16 FLOP/s
+# Measured on one H200 (16 cores, torch 2.11, bf16 autocast, batch 512, one process; ../shared/PRODUCT.md
+# "On a GPU", 2026-12-04): the ViT-B/32 train step eager and compiled, and the old in-thread loader feeding it
+H200_VIT_B32 = {"eager": 4752.0, "compiled": 6753.0, "old_loader_end_to_end": 1002.0, "old_loader_cores": 16}
+H200_MFU_VIT_B16 = 0.26  # measured, eager, batch 256: the MFU assumed for ViT-L/14 (larger ViTs usually do better)
+LOADER_PROCESSES = 15  # decode processes beside the trainer on a 16-core GPU machine
+
+
+def model_flops() -> dict[str, float]:
+    """Forward + backward FLOPs per sample, counted by torch's FLOP counter on meta tensors (no compute)."""
+    import torch
+
+    from gpu import flops_per_sample
+    from training.model import CLIP, CLIPConfig, preset_dict
+
+    out = {}
+    for name in ("ViT-B-32", "ViT-L-14"):
+        cfg = CLIPConfig.from_dict(preset_dict(name))
+        with torch.device("meta"):
+            m = CLIP(cfg)
+        out[name] = flops_per_sample(m, 2, cfg.vision.image_size, cfg.text.context_length, cfg.text.vocab_size, "meta")
+    return out
+
+
+def loader_rate_per_process() -> tuple[float, str] | None:
+    """Images/s of one decode process at 224 px from 256 px JPEGs (bench/loader.py on this machine)."""
+    f = RESULTS / "loader.json"
+    if not f.exists():
+        return None
+    d = json.loads(f.read_text())
+    row = next((r for r in d["rows"] if r["figure"].startswith("images/s 224 px from 256 px JPEGs: 2 processes vs 1")), None)
+    return (row["baseline"], d.get("machine", "")) if row else None
+
+
+def training_bill(flops: dict[str, float], per_process: tuple[float, str] | None) -> str:
+    """GPU-hours of pretraining on wit-400m (32 epochs of the balanced set) at the measured rates."""
+    samples = EPOCHS * BALANCED
+    hours = lambda rate: samples / rate / 3600
+    b32, l14 = flops["ViT-B-32"], flops["ViT-L-14"]
+    l14_rate = H200_PEAK * H200_MFU_VIT_B16 / l14
+    l14_compiled = H200_PEAK * (H200_VIT_B32["compiled"] * b32 / H200_PEAK) / l14  # compiled B/32's MFU
+    feed = per_process[0] * LOADER_PROCESSES if per_process else None
+    rows = [
+        ("ViT-B/32", "old in-thread loader (measured end to end, 0.21x the step)", H200_VIT_B32["old_loader_end_to_end"]),
+        ("ViT-B/32", f"model-bound, eager (measured; MFU {H200_VIT_B32['eager'] * b32 / H200_PEAK:.0%})", H200_VIT_B32["eager"]),
+        ("ViT-B/32", f"model-bound, torch.compile (measured; MFU {H200_VIT_B32['compiled'] * b32 / H200_PEAK:.0%})",
+         H200_VIT_B32["compiled"]),
+        ("ViT-L/14", f"model-bound at MFU {H200_MFU_VIT_B16:.0%} (ViT-B/16's measured eager MFU)", l14_rate),
+        ("ViT-L/14", f"model-bound at MFU {H200_VIT_B32['compiled'] * b32 / H200_PEAK:.0%} (compiled ViT-B/32's)", l14_compiled),
+    ]
+    if feed:
+        rows.insert(1, ("ViT-B/32", f"decode processes (projected: {LOADER_PROCESSES} x {per_process[0]:,.0f} images/s measured "
+                                    f"per process on {per_process[1]}), eager step", min(feed, H200_VIT_B32["eager"])))
+    lines = [f"## Projection: pretraining on wit-400m ({EPOCHS} epochs of {BALANCED / 1e6:,.0f}M balanced pairs = "
+             f"{samples / 1e9:,.1f}B samples), one H200 per GPU-hour", "",
+             "| model | what sets the pace | samples/s per H200 | GPU-hours | on 8 H200s |", "|---|---|---|---|---|"]
+    for model, what, rate in rows:
+        lines.append(f"| {model} | {what} | {rate:,.0f} | {hours(rate):,.0f} | {hours(rate) / 8 / 24:,.1f} days |")
+    old, eager = H200_VIT_B32["old_loader_end_to_end"], H200_VIT_B32["eager"]
+    lines += ["", f"FLOPs per sample (forward + backward, image 224 px and 77 text tokens, `torch.utils.flop_counter`): "
+                  f"ViT-B/32 {b32 / 1e9:.1f} G, ViT-L/14 {l14 / 1e9:.1f} G.", "",
+              f"What 2x saves. ViT-B/32 is data-bound with the old loader: a 2x faster data path takes it from "
+              f"{hours(old):,.0f} to {hours(2 * old):,.0f} GPU-hours, and anything up to {eager / old:.1f}x keeps paying, "
+              f"down to the step's {hours(eager):,.0f} (eager) or {hours(H200_VIT_B32['compiled']):,.0f} (compiled). "
+              f"ViT-L/14 needs only {l14_rate:,.0f} samples/s, which {LOADER_PROCESSES} decode processes feed; it is model-bound, "
+              f"so 2x MFU is what halves its {hours(l14_rate):,.0f} GPU-hours (to {hours(2 * l14_rate):,.0f}). "
+              f"The build costs ~1,550 core-hours on CPUs (above): at either model size the training is the larger bill.",
+              "", "The ViT-B/32 and loader rates were measured on a lent H200 (PRODUCT.md, \"On a GPU\"); the process "
+              "loader's rate there is projected from this machine's per-process rate until bench/gpu.py runs on a GPU "
+              "(it prints the measured end-to-end rate and data wait for 1..N processes)."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--machines", type=int, default=10)
@@ -278,6 +356,7 @@ def main() -> None:
     dl = RESULTS / "download.json"
     ratio = json.loads(dl.read_text())["rows"][0]["ratio"] if dl.exists() else 1.0
     text = projection(scale, a.machines, a.cores, ratio, real_warc_rate(), pageview_rate(), manifest_rates())
+    text += "\n" + training_bill(model_flops(), loader_rate_per_process())
     (RESULTS / "scale.md").write_text(text)
     print(text)
 

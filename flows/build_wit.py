@@ -22,6 +22,7 @@ from prefect.states import Completed, Failed
 
 from tasks import stages as build_stages
 from tasks.context import BuildContext, make_context
+from tasks.download.guard import GuardInactive
 from tasks.engine import Stats
 from tasks.specs import BuildSpec, SpecError, load_spec
 
@@ -54,7 +55,7 @@ def run_stage(ctx: BuildContext, stage: str):
     ctx.log = logger.info
     try:
         stats, skipped = build_stages.run_stage(ctx, stage)
-    except (build_stages.EmptyStageError, SpecError) as e:  # the user's to fix: say it in one line, no retry
+    except (build_stages.EmptyStageError, SpecError, GuardInactive) as e:  # the user's to fix: one line, no retry
         sys.stderr.write(f"openwit build: {e}\n")
         return Failed(message=str(e))
     line = summary_line(stage, stats, skipped)

@@ -173,7 +173,8 @@ def deployments() -> list[str]:
 def status() -> int:
     u = urls()
     ok = True
-    for name, url in (("prefect", u["prefect"]), ("worker", f"pool {POOL}"), ("mlflow", u["mlflow"]), ("world", u["world"])):
+    mlflow_ui = f"{u['mlflow']}/#/?workflowType=machine_learning"  # MLflow 3's model-training mode (training/tracking.py)
+    for name, url in (("prefect", u["prefect"]), ("worker", f"pool {POOL}"), ("mlflow", mlflow_ui), ("world", u["world"])):
         healthy = _health(name)
         ok &= healthy
         pid = _running(name)

@@ -51,6 +51,7 @@ REASONS: dict[str, str] = {
     "balanced_out": "not drawn by balancing (all its entries had more than t matches)",
     # download: refused before fetching, or at connection time by the guard proxy
     "scheme_not_http": "the URL scheme is not http or https",
+    "local_file_outside_inputs": "a file:// URL outside the build's crawl.local inputs",
     "no_host": "the URL has no host",
     "dns_failure": "the host name does not resolve",
     "dns_timeout": "the host name did not resolve within download.dns_timeout",
@@ -60,6 +61,10 @@ REASONS: dict[str, str] = {
     "multicast_address": "the host resolves to a multicast address",
     "reserved_address": "the host resolves to a reserved address",
     "unspecified_address": "the host resolves to 0.0.0.0 or ::",
+    "shared_address": "the host resolves to carrier-grade NAT space 100.64.0.0/10 (Alibaba Cloud's metadata is 100.100.100.200)",
+    "metadata_address": "the host resolves to a cloud metadata service (169.254.169.254, 100.100.100.200, fd00:ec2::254, ...); "
+                        "allowed only when download.allow_networks names that address alone",
+    "not_global_address": "the host resolves to an address that is not globally routable (documentation, benchmarking, ...)",
     "refused_redirect": "a redirect led to a refused address; the guard stopped it before any request",
     # download: fetching and decoding (img2dataset)
     "http_403": "the server answered 403 Forbidden",

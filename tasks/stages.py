@@ -155,7 +155,8 @@ def _select_rows(run: StageRun, spec) -> list[Path]:
     baseline = json.loads((bal_dir / "unbalanced.json").read_text())
     files = match_files(run.input("match"))
     out = [run.dir / "select" / f"{i:05d}.parquet" for i in range(len(files))]
-    jobs = [(str(f), str(bal_dir / f"{i:05d}.parquet"), baseline, str(o), spec.allow_networks) for i, (f, o) in enumerate(zip(files, out))]
+    local = tuple(run.ctx.input_path(t.path) for t in run.ctx.spec.crawl.local)  # rows of these may name file:// URLs
+    jobs = [(str(f), str(bal_dir / f"{i:05d}.parquet"), baseline, str(o), spec.allow_networks, local) for i, (f, o) in enumerate(zip(files, out))]
     got = run_parallel(select_shard, jobs, spec.processes, run.ctx.spec.ray.address, "download: selecting rows", run.log)
     lost = [(j[0], g) for j, g in zip(jobs, got) if g["balanced"] != g["balanced_file"]]
     if lost:

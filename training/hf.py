@@ -193,7 +193,9 @@ def _write_bert_tokenizer(out: Path, tok: Tokenizer, context: int) -> None:
 def preprocessor_config(pre: Preprocess, chinese: bool) -> dict:
     """CLIP's evaluation transform as transformers' image processor does it: the shortest side to
     the model's size (bicubic), the centre square, rescale, CLIP's mean/std."""
-    return {"image_processor_type": "ChineseCLIPImageProcessor" if chinese else "CLIPImageProcessor",
+    # the PIL processors, by name: transformers' torchvision-backed default resizes with torch's
+    # antialiasing (up to 0.015 off PIL's bicubic here); PIL's is open_clip's and ours, on every machine
+    return {"image_processor_type": "ChineseCLIPImageProcessorPil" if chinese else "CLIPImageProcessorPil",
             "processor_class": "ChineseCLIPProcessor" if chinese else "CLIPProcessor",
             "do_resize": True, "size": {"shortest_edge": pre.image_size}, "resample": 3, "do_center_crop": True,
             "crop_size": {"height": pre.image_size, "width": pre.image_size}, "do_rescale": True, "rescale_factor": 1 / 255,
@@ -278,21 +280,34 @@ def import_hf(folder: str | Path, out: str | Path) -> Path:
 
 
 def import_transformers():
-    """Import transformers' CLIP classes, also beside the CPU torch wheel, where PyPI's torchvision
-    (which transformers imports when it is installed) fails to load its compiled ops: then
-    transformers is made to see no torchvision and uses its PIL image processors."""
+    """Import transformers, also beside the CPU torch wheel, where PyPI's torchvision (which
+    transformers imports when it finds it) cannot load its compiled ops: then torchvision is
+    hidden while transformers imports, so it records "no torchvision" and uses its PIL image
+    processors (the ones our evaluation transform equals), and is put back afterwards for
+    open_clip and cn_clip (training/convert.py loads its pure-Python parts)."""
     import sys
 
     try:
+        import torchvision
+
+        usable = hasattr(torchvision, "__version__")  # training/convert.py's stand-in has no version: no ops
+    except Exception:  # noqa: BLE001 - RuntimeError "operator torchvision::nms does not exist", and kin
+        usable = False
+    if usable:
         import transformers
-        from transformers import CLIPModel  # noqa: F401
 
         return transformers
-    except (RuntimeError, ModuleNotFoundError, ImportError):
-        pass
-    for name in [m for m in sys.modules if m.split(".")[0] in ("transformers", "torchvision")]:
-        del sys.modules[name]
-    sys.modules["torchvision"] = None  # find_spec -> None: "not installed"
-    import transformers
+    saved = {m: sys.modules.pop(m) for m in [m for m in sys.modules if m.split(".")[0] == "torchvision"]}
+    sys.modules["torchvision"] = None  # find_spec -> "not installed"
+    try:
+        import transformers
+        from transformers.utils import import_utils
 
+        # decided now, while torchvision is hidden (also when open_clip imported transformers earlier)
+        for check in (import_utils.is_torchvision_available, import_utils.is_torchvision_v2_available):
+            check.cache_clear()
+            check()
+    finally:
+        del sys.modules["torchvision"]
+        sys.modules.update(saved)
     return transformers

@@ -87,7 +87,15 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 def run_url(uri: str, run_id: str) -> str:
     """A link to the run in the MLflow UI (or its id and store when the store is a file)."""
     exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
-    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}" if uri.startswith("http") else f"run {run_id} in {uri}"
+    if not uri.startswith("http"):
+        return f"run {run_id} in {uri}"
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}?{TRAINING_VIEW}"
+
+
+# MLflow 3's UI has two modes, GenAI (its default: traces, judges, prompts) and model training; the
+# mode is the `workflowType` query parameter, else what the browser last chose. Our links open the
+# training mode; the experiment tag above makes the experiment page open on its runs.
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def code_version(repo: Path) -> dict[str, str]:

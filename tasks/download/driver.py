@@ -14,8 +14,9 @@ matched pool of the same size, drawn by the balance stage) read from the match s
 
 Safety (tasks/download/guard.py): hosts are resolved concurrently (c-ares, cached, with a
 timeout) and rows whose host is refused or does not resolve are dropped with their reason; then
-img2dataset's worker processes start with the connection guard installed, which checks every
-hop again where the connection is made and connects only to addresses it checked.
+img2dataset's worker processes start with the connection guard installed in Python's socket
+layer, which checks every address where the connection is made, every redirect hop included, for
+any HTTP client; the stage first checks that the guard is active where the workers run.
 
 Crash safety: img2dataset writes `NNNNN_stats.json` only when a shard is complete, and its
 incremental mode redoes shards without one. A training shard is derived only from a complete
@@ -36,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tasks.download.guard import REFUSED_PHRASE, AddressPolicy, ConnectionGuard, Resolver, check_host
+from tasks.download.guard import REFUSED_PHRASE, AddressPolicy, ConnectionGuard, Resolver, check_host, check_workers_guarded
 from tasks.engine import Stats, atomic
 from tasks.specs import DownloadSpec
 
@@ -110,11 +111,13 @@ def sniff_decode_failure(url: str, guard: ConnectionGuard, timeout: float = 5.0)
     return "corrupt_image" if head.startswith(IMAGE_MAGIC) else "not_an_image"
 
 
-def selection_table(rows: pa.Table, in_balanced, in_unbalanced, allow_networks: list[str]) -> pa.Table:
+def selection_table(rows: pa.Table, in_balanced, in_unbalanced, allow_networks: list[str], local_sources: tuple[str, ...] = ()
+                    ) -> pa.Table:
     """Rows to fetch (uid, url, text, page_url, lang, entry_ids) with the sets they belong to and,
     from the guard's URL check, each row's host or the reason its URL can never be fetched."""
     policy = AddressPolicy(allow_networks)
-    checked = [policy.url_reason(u) for u in rows["url"].to_pylist()]
+    sources = rows["source"].to_pylist() if "source" in rows.column_names else [None] * rows.num_rows
+    checked = [policy.url_reason(u, s in local_sources) for u, s in zip(rows["url"].to_pylist(), sources)]
     ids = rows["entry_ids"].to_pylist() if "entry_ids" in rows.column_names else [[] for _ in range(rows.num_rows)]
     return pa.table({
         **{c: rows[c] for c in ("uid", "url", "text", "page_url", "lang")},
@@ -124,10 +127,12 @@ def selection_table(rows: pa.Table, in_balanced, in_unbalanced, allow_networks: 
     })
 
 
-def select_shard(match_file: str, balanced_file: str, baseline: dict, out_path: str, allow_networks: list[str]) -> dict:
+def select_shard(match_file: str, balanced_file: str, baseline: dict, out_path: str, allow_networks: list[str],
+                 local_sources: tuple[str, ...] = ()) -> dict:
     """The rows of one matched shard to fetch: its balanced pairs (balance/NNNNN.parquet, same
     number) and its pairs of the unbalanced baseline (the rank rule of tasks/balancing.py), in
-    one table; a unit of parallel work. Memory: one shard."""
+    one table; a unit of parallel work. Memory: one shard. `local_sources`: the build's crawl.local
+    inputs; only their rows may name file:// URLs (a web page or table naming one is refused)."""
     import numpy as np
 
     from tasks.curate.balancing import in_unbalanced
@@ -137,7 +142,7 @@ def select_shard(match_file: str, balanced_file: str, baseline: dict, out_path: 
     in_b = pc.is_in(m["uid"], value_set=balanced).to_numpy(zero_copy_only=False)
     in_u = in_unbalanced(m["uid"].to_pylist(), baseline)
     keep = np.nonzero(in_b | in_u)[0]
-    table = selection_table(m.take(pa.array(keep, pa.int64())), in_b[keep], in_u[keep], allow_networks)
+    table = selection_table(m.take(pa.array(keep, pa.int64())), in_b[keep], in_u[keep], allow_networks, local_sources)
     with atomic(Path(out_path)) as tmp:
         pq.write_table(table, tmp)
     return {"rows": table.num_rows, "balanced": int(in_b.sum()), "balanced_file": len(balanced), "unbalanced": int(in_u.sum())}
@@ -215,6 +220,7 @@ def run_img2dataset(out_dir: Path, spec: DownloadSpec, guard_env: dict[str, str]
             if ray.is_initialized():
                 ray.shutdown()
             ray.init(address=ray_address or "local", runtime_env={"env_vars": dict(guard_env)}, ignore_reinit_error=True)
+        check_workers_guarded(guard_env, spec.distributor)  # fail closed: no worker fetches unguarded
         download(
             url_list=str(out_dir / "input"), input_format="parquet", url_col="url", caption_col="text",
             save_additional_columns=list(EXTRA_COLUMNS), output_format="parquet", output_folder=str(out_dir / "raw"),

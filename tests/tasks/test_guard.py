@@ -1,5 +1,8 @@
 """The download guard: address policy, concurrent resolution with timeouts, and the connection
-guard that checks every hop where the connection is made."""
+guard in Python's socket layer, tested as the property users rely on: a process started as
+img2dataset's workers are cannot reach a refused address with any client (urllib, requests,
+httpx, aiohttp, a raw socket), directly or through a redirect, and no request reaches the
+refused server; where the guard cannot be active, nothing is fetched at all."""
 
 import asyncio
 import io
@@ -12,7 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from tasks.download.guard import AddressPolicy, ConnectionGuard, Resolver, check_host, worker_env
+from tasks.download.guard import (
+    AddressPolicy,
+    ConnectionGuard,
+    GuardInactive,
+    Resolver,
+    check_host,
+    check_workers_guarded,
+    worker_env,
+)
 from tests.conftest import free_port
 
 
@@ -27,10 +38,18 @@ def _reason(url: str, allow=None) -> str | None:
 @pytest.mark.parametrize("url,reason", [
     ("http://127.0.0.2:8765/x.jpg", "loopback_address"),
     ("http://10.0.0.1/x.jpg", "private_address"),
-    ("http://169.254.169.254/latest/meta-data/", "link_local_address"),
+    ("http://169.254.169.254/latest/meta-data/", "metadata_address"),
+    ("http://169.254.1.1/x.jpg", "link_local_address"),
+    ("http://100.64.0.1/x.jpg", "shared_address"),
+    ("http://100.100.100.200/latest/meta-data/", "metadata_address"),
+    ("http://[fd00:ec2::254]/latest/meta-data/", "metadata_address"),
+    ("http://[2002:7f00:1::]/x.jpg", "loopback_address"),  # 6to4 around 127.0.0.1
+    ("http://[::ffff:127.0.0.1]/x.jpg", "loopback_address"),  # v4-mapped
+    ("http://[64:ff9b::a00:1]/x.jpg", "private_address"),  # NAT64 around 10.0.0.1
+    ("http://192.0.2.1/x.jpg", "private_address"),  # documentation (TEST-NET-1)
     ("http://[::1]/x.jpg", "loopback_address"),
     ("http://224.0.0.1/x.jpg", "multicast_address"),
-    ("file:///etc/passwd", "scheme_not_http"),
+    ("file:///etc/passwd", "local_file_outside_inputs"),  # only crawl.local rows may name files
     ("ftp://127.0.0.1/x.jpg", "scheme_not_http"),
     ("http://localhost:8765/x.jpg", "loopback_address"),
     ("http://no-such-host.invalid/x.jpg", "dns_failure"),
@@ -44,6 +63,13 @@ def test_allowed_network_is_exact():
     assert _reason("http://127.0.0.2:8765/img/1.jpg", ["127.0.0.1/32"]) == "loopback_address"
     assert _reason("http://10.0.0.1/", ["127.0.0.1/32"]) == "private_address"
     assert _reason("http://93.184.216.34/a.jpg") is None
+
+
+def test_a_metadata_address_is_allowed_only_when_named_alone():
+    assert AddressPolicy(["169.254.0.0/16"]).address_reason("169.254.169.254") == "metadata_address"
+    assert AddressPolicy(["169.254.0.0/16"]).address_reason("169.254.1.1") is None
+    assert AddressPolicy(["169.254.169.254/32"]).address_reason("169.254.169.254") is None
+    assert AddressPolicy(["127.0.0.1/32"]).address_reason("::ffff:127.0.0.1") is None  # the same address, wrapped
 
 
 def test_a_host_with_one_private_answer_is_refused():
@@ -146,7 +172,7 @@ def test_every_redirect_hop_is_checked_and_nothing_refused_is_requested(servers)
     code, msg = _fetch(guard, f"{base}/to-refused")
     assert code is None and "openwit-guard refused loopback_address (127.0.0.2)" in msg
     code, msg = _fetch(guard, f"{base}/to-metadata")
-    assert code is None and "openwit-guard refused link_local_address" in msg
+    assert code is None and "openwit-guard refused metadata_address" in msg
     assert "loopback_address" in _fetch(guard, f"http://127.0.0.2:{servers.p2}/direct.jpg")[1]
     assert servers.forbidden_hits == []
 
@@ -165,26 +191,134 @@ def test_a_changing_dns_answer_cannot_move_the_connection(servers, monkeypatch):
     guard = ConnectionGuard(AddressPolicy(["127.0.0.1/32"]), pinned={"rebind.example": ["127.0.0.1"]})
     assert _fetch(guard, f"http://rebind.example:{servers.p1}/img.jpg") == (200, _jpeg())
     assert _fetch(guard, f"http://127.0.0.1:{servers.p1}/to-name")[0] == 200
-    assert "loopback_address (fresh.example)" in _fetch(guard, f"http://fresh.example:{servers.p2}/x.jpg")[1]
+    assert "loopback_address (127.0.0.2 of fresh.example)" in _fetch(guard, f"http://fresh.example:{servers.p2}/x.jpg")[1]
     assert servers.forbidden_hits == []
+    assert not hasattr(socket, "openwit_guard") and "connect" not in socket.socket.__dict__  # uninstalled after the block
 
 
-def test_processes_started_with_the_worker_env_are_guarded(servers, tmp_path):
-    """img2dataset's spawned workers: the guard is installed at interpreter start-up."""
+# ----------------------------------------------------------------------------- in a guarded worker process
+CLIENTS = r"""
+import asyncio, json, socket, sys, urllib.request
+
+def urllib_get(url):
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as r:
+        return r.status
+
+def requests_get(url):
+    import requests
+    s = requests.Session()
+    s.trust_env = False
+    return s.get(url, timeout=5).status_code
+
+def httpx_get(url):
+    import httpx
+    return httpx.get(url, timeout=5, follow_redirects=True, trust_env=False).status_code
+
+def aiohttp_get(url):
+    import aiohttp
+    async def go():
+        async with aiohttp.ClientSession(trust_env=False) as s, s.get(url) as r:
+            return r.status
+    return asyncio.run(go())
+
+def raw_socket(url):
+    netloc, _, path = url.split("//")[1].partition("/")
+    host, port = netloc.rsplit(":", 1)
+    host = host.strip("[]")
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.settimeout(5)
+    s.connect((host, int(port)))
+    s.sendall(f"GET /{path} HTTP/1.0\r\n\r\n".encode())
+    return int(s.recv(64).split()[1])
+
+out = {}
+for name in sys.argv[2].split(","):
+    for url in sys.argv[3:]:
+        try:
+            out[f"{name} {url}"] = globals()[name](url)
+        except Exception as e:
+            out[f"{name} {url}"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def _in_worker(env: dict, clients: str, *urls: str) -> dict:
+    """Run CLIENTS in a fresh interpreter started with `env`, as img2dataset starts its workers."""
     import json
     import os
     import subprocess
     import sys
 
-    pinned = tmp_path / "pinned.json"
-    pinned.write_text(json.dumps({}))
-    code = ("import urllib.request, sys\n"
-            "o = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
-            "print(o.open(sys.argv[1], timeout=5).status)\n"
-            "try:\n    o.open(sys.argv[2], timeout=5)\nexcept Exception as e:\n    print(e)\n")
-    env = {**os.environ, **worker_env(["127.0.0.1/32"], pinned)}
-    out = subprocess.run([sys.executable, "-c", code, f"http://127.0.0.1:{servers.p1}/img.jpg",
-                          f"http://127.0.0.1:{servers.p1}/to-refused"], env=env, capture_output=True, text=True, timeout=60)
+    base = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    out = subprocess.run([sys.executable, "-c", CLIENTS, "x", clients, *urls], env={**base, **env}, capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == "200" and "openwit-guard refused loopback_address" in out.stdout
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _worker_env(tmp_path, allow, pinned=None) -> dict:
+    import json
+
+    f = tmp_path / "pinned.json"
+    f.write_text(json.dumps(pinned or {}))
+    return worker_env(allow, f)
+
+
+ALL = "urllib_get,requests_get,httpx_get,aiohttp_get"
+
+
+def test_no_client_in_a_guarded_worker_reaches_a_refused_address(servers, tmp_path):
+    env = _worker_env(tmp_path, ["127.0.0.1/32"])
+    ok, direct, redirect = (f"http://127.0.0.1:{servers.p1}/img.jpg", f"http://127.0.0.2:{servers.p2}/direct.jpg",
+                            f"http://127.0.0.1:{servers.p1}/to-refused")
+    got = _in_worker(env, ALL + ",raw_socket", ok, direct)
+    got.update(_in_worker(env, ALL, redirect))
+    for client in ALL.split(","):
+        assert got[f"{client} {ok}"] == 200, got  # the guard lets allowed addresses through, for every client
+        for url in (direct, redirect):
+            assert "openwit-guard refused loopback_address (127.0.0.2)" in str(got[f"{client} {url}"]), (client, url, got)
+    assert got[f"raw_socket {ok}"] == 200 and "openwit-guard refused loopback_address" in got[f"raw_socket {direct}"]
+    assert servers.forbidden_hits == []  # the refused server never saw a request
+
+
+def test_wrapped_and_shared_addresses_are_refused_at_the_socket(servers, tmp_path):
+    env = _worker_env(tmp_path, ["127.0.0.1/32"])
+    urls = [f"http://[::ffff:127.0.0.2]:{servers.p2}/x", f"http://[2002:7f00:2::]:{servers.p2}/x", "http://100.64.0.1:80/x",
+            "http://100.100.100.200:80/latest/meta-data/"]
+    got = _in_worker(env, "raw_socket,urllib_get", *urls)
+    for client in ("raw_socket", "urllib_get"):
+        reasons = [str(got[f"{client} {u}"]) for u in urls]
+        assert "loopback_address (::ffff:127.0.0.2)" in reasons[0] and "loopback_address (2002:7f00:2::)" in reasons[1]
+        assert "shared_address (100.64.0.1)" in reasons[2] and "metadata_address (100.100.100.200)" in reasons[3]
     assert servers.forbidden_hits == []
+
+
+def test_every_pinned_address_is_tried_in_order_each_checked(servers, tmp_path):
+    """A host whose first address does not answer and whose second does (a dual-stack host on a
+    machine without IPv6 looks like this): the fetch falls back to the second; a name pinned to a
+    refused address is refused whatever DNS says."""
+    env = _worker_env(tmp_path, ["127.0.0.1/32", "127.0.0.3/32"],
+                      pinned={"two.test": ["127.0.0.3", "127.0.0.1"], "bad.test": ["127.0.0.2"]})
+    two, bad = f"http://two.test:{servers.p1}/img.jpg", f"http://bad.test:{servers.p2}/x.jpg"
+    got = _in_worker(env, "urllib_get,requests_get,httpx_get", two, bad)
+    for client in ("urllib_get", "requests_get", "httpx_get"):
+        assert got[f"{client} {two}"] == 200, got
+        assert "loopback_address (127.0.0.2 of bad.test)" in str(got[f"{client} {bad}"]), got
+    assert servers.forbidden_hits == []
+
+
+def test_a_worker_without_the_guard_fetches_nothing_and_the_stage_refuses_to_start(servers, tmp_path):
+    import os
+
+    env = _worker_env(tmp_path, ["127.0.0.1/32"])
+    check_workers_guarded(env)  # a worker as the download stage starts them: guarded
+    # the guard cannot be installed (a broken policy here; a missing package on a node alike): it fails closed
+    broken = {**env, "OPENWIT_GUARD": "{not json"}
+    got = _in_worker(broken, "urllib_get,raw_socket", f"http://127.0.0.1:{servers.p1}/img.jpg")
+    assert all("openwit-guard not active: JSONDecodeError" in str(v) for v in got.values()), got
+    with pytest.raises(GuardInactive, match="not active in img2dataset's worker processes on this machine .*openwit-guard not active"):
+        check_workers_guarded(broken)
+    # a node where sitecustomize is not on the path at all: the stage's check stops it
+    bare = {**env, "PYTHONPATH": os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep) if "sitecustom" not in p)}
+    with pytest.raises(GuardInactive, match=r"on this machine \(absent\).*install openwit"):
+        check_workers_guarded(bare)

@@ -43,6 +43,7 @@ def test_a_vit_checkpoint_exports_to_clipmodel_with_our_features_processor_and_r
     proc = transformers.CLIPProcessor.from_pretrained(out)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((48, 48), (40, 60), (70, 33))]
+    assert type(proc.image_processor).__name__ == "CLIPImageProcessorPil"  # named in the folder: the same on every machine
     pixels = proc.image_processor(images=images, return_tensors="pt")["pixel_values"]
     for img, px in zip(images, pixels):  # the processor is our evaluation transform
         assert np.abs(px.numpy() - eval_tensor(img, pre.image_size)).max() < 1e-5
