@@ -87,9 +87,12 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 def run_url(uri: str, run_id: str) -> str:
     """A link to the run in the MLflow UI (or its id and store when the store is a file)."""
     exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
-    if not uri.startswith("http"):
-        return f"run {run_id} in {uri}"
-    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}?{TRAINING_VIEW}"
+    return run_link(uri, exp_id, run_id) if uri.startswith("http") else f"run {run_id} in {uri}"
+
+
+def run_link(ui: str, exp_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run, in its model-training mode."""
+    return f"{ui.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
 # MLflow 3's UI has two modes, GenAI (its default: traces, judges, prompts) and model training; the
