@@ -138,7 +138,8 @@ def manifest_rates() -> dict | None:
     table = SHARED / "tables" / "laion400m-meta-10000.parquet"
     if not table.exists():
         return None
-    from training.tokenizer import clean, train_bpe
+    from tasks.manifest.bpe import train_bpe
+    from training.tokenizer import clean
 
     captions = [c for c in pq.read_table(table, columns=["TEXT"])["TEXT"].to_pylist() if c] * 5
 
@@ -147,10 +148,12 @@ def manifest_rates() -> dict | None:
         return r.ru_utime + r.ru_stime
 
     c0 = cpu()
-    cleaned = [clean(c) for c in captions]
+    for c in captions:
+        clean(c)
     c1 = cpu()
-    train_bpe(cleaned, None, 49408)
+    train_bpe(captions, None, 49408)  # cleans each caption, then learns the BPE
     c2 = cpu()
+    c2 -= c1 - c0  # the BPE alone
     block, n = b"\0" * (1 << 20), 256
     h, t0 = hashlib.sha256(), time.perf_counter()
     for _ in range(n):
@@ -340,7 +343,7 @@ def training_bill(flops: dict[str, float], per_process: tuple[float, str] | None
               f"down to the step's {hours(eager):,.0f} (eager) or {hours(H200_VIT_B32['compiled']):,.0f} (compiled). "
               f"ViT-L/14 needs only {l14_rate:,.0f} samples/s, which {LOADER_PROCESSES} decode processes feed; it is model-bound, "
               f"so 2x MFU is what halves its {hours(l14_rate):,.0f} GPU-hours (to {hours(2 * l14_rate):,.0f}). "
-              f"The build costs ~1,550 core-hours on CPUs (above): at either model size the training is the larger bill.",
+              f"The build is the CPU bill above; at either model size the training is the larger bill.",
               "", "The ViT-B/32 and loader rates were measured on a lent H200 (PRODUCT.md, \"On a GPU\"); the process "
               "loader's rate there is projected from this machine's per-process rate until bench/gpu.py runs on a GPU "
               "(it prints the measured end-to-end rate and data wait for 1..N processes)."]

@@ -145,6 +145,8 @@ def main() -> int:
     if not a.check_only:
         from mlflow.tracking import MlflowClient
 
+        from training.tracking import TRAINING_VIEW
+
         exp = MlflowClient(u["mlflow"]).get_run(mlflow_run).info.experiment_id
         datacard = next(x for x in build_artifacts if x["key"].endswith("-datacard"))
         OUT.mkdir(parents=True, exist_ok=True)
@@ -152,9 +154,10 @@ def main() -> int:
         screenshot(f"{u['prefect']}/artifacts/artifact/{datacard['id']}", OUT / "prefect-datacard.png", "1400,1500")
         screenshot(f"{u['prefect']}/artifacts/artifact/{datacard['id']}", OUT / "prefect-datacard-plot.png", "1400,4200", crop_top=2400)
         base = f"{u['mlflow']}/#/experiments/{exp}/runs/{mlflow_run}"
-        screenshot(base, OUT / "mlflow-run.png", "1400,1200")
-        screenshot(f"{base}/model-metrics", OUT / "mlflow-metrics.png", "1400,2600")
-        screenshot(f"{base}/system-metrics", OUT / "mlflow-system.png", "1400,1000")
+        mode = f"?{TRAINING_VIEW}"  # MLflow 3's model-training mode, as the links openwit prints open it
+        screenshot(base + mode, OUT / "mlflow-run.png", "1400,1200")
+        screenshot(f"{base}/model-metrics{mode}", OUT / "mlflow-metrics.png", "1400,2600")
+        screenshot(f"{base}/system-metrics{mode}", OUT / "mlflow-system.png", "1400,1000")
     return 1 if broken else 0
 
 

@@ -161,3 +161,22 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("tasks."))))
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = r.stdout.strip().splitlines()[-1]
     assert "tasks.world" not in loaded and "tasks.context" in loaded
+
+
+def test_every_project_name_the_benchmarks_import_exists():
+    """bench/ scripts import the project inside functions; a refactor that moves a module must not
+    leave a benchmark that fails only when someone runs it."""
+    import importlib
+    import importlib.util
+
+    missing = []
+    for f in sorted((REPO / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                mod = importlib.import_module(node.module)
+                missing += [f"{f.name}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(mod, a.name) and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+            elif isinstance(node, ast.Import):
+                missing += [f"{f.name}: {a.name}" for a in node.names
+                            if a.name.split(".")[0] in PACKAGES and importlib.util.find_spec(a.name) is None]
+    assert not missing, "\n".join(missing)
