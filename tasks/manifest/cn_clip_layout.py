@@ -19,14 +19,14 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 from tqdm import tqdm
+
+from tasks.engine import atomic
 
 IMAGE_COLUMNS = ("jpg", "png", "webp")
 
@@ -65,15 +65,10 @@ def export_cn_clip(build: str | Path, out: str | Path, valid: float = 0.02, test
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or give another --out")
     files = shard_files(build)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic(out) as tmp:  # the whole folder appears at once, or not at all
+        tmp.mkdir()
         stats = _write_layout(files, tmp, valid, test, seed)
         _write_lmdb(tmp, list(stats.images))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, stats
 
 

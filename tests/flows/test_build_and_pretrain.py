@@ -37,9 +37,9 @@ def test_manifest_matches_shards_and_failures_have_reasons(tiny_build):
     from tasks.reasons import REASONS
 
     assert set(by) <= set(REASONS) | {"ok"}  # one closed set, each with its explanation in the data card
-    assert set(m["totals"]["refused_before_fetch"]) == {"loopback_address", "private_address", "link_local_address"}
+    assert set(m["totals"]["refused_before_fetch"]) == {"loopback_address", "private_address", "metadata_address"}
     # redirects to 127.0.0.2 and 169.254.169.254 were stopped by the guard proxy at the hop
-    assert by.get("refused_redirect") == 2 and m["totals"]["refused_at_connection"] == {"loopback_address": 1, "link_local_address": 1}
+    assert by.get("refused_redirect") == 2 and m["totals"]["refused_at_connection"] == {"loopback_address": 1, "metadata_address": 1}
     card = (tiny_build / "datacard.md").read_text()
     assert "decompression_bomb" in card and "balance/balance.png" in card and (tiny_build / "balance/balance.png").exists()
     assert (tiny_build / "tokenizer.json").exists()

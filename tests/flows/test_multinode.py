@@ -93,7 +93,7 @@ def test_build_and_pretrain_on_a_two_node_cluster_resumes_exactly_every_rank(ray
     assert m["totals"]["rows"] > 300
     # the connection guard ran inside img2dataset's Ray tasks: both redirect traps were refused
     assert m["totals"]["by_status"]["refused_redirect"] == 2 and m["totals"]["refused_at_connection"] == {
-        "loopback_address": 1, "link_local_address": 1}
+        "loopback_address": 1, "metadata_address": 1}
 
     pre = yaml.safe_load((REPO / "data_specs/pretrain-tiny.yaml").read_text())
     pre["data"]["build"] = str(out)
