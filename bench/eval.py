@@ -51,7 +51,7 @@ def main() -> None:
         image_features(model.encode_image, image_batches(data.images, data.labels, size, cpu))
         enc = len(data.images) / (time.perf_counter() - t0)
         t0 = time.perf_counter()
-        metrics, _ = run_suite(model, tok, suite, data, size)
+        run_suite(model, tok, suite, data, size)
         full = len(data.images) / (time.perf_counter() - t0)
     report("eval", [row(f"images/s, suite {suite.name} ({', '.join(suite.tasks)}) vs encoding alone", full, enc, "images/s",
                         f"{len(data.images)} images, {a.threads} threads")])

@@ -288,8 +288,8 @@ LOADER_PROCESSES = 15  # decode processes beside the trainer on a 16-core GPU ma
 def model_flops() -> dict[str, float]:
     """Forward + backward FLOPs per sample, counted by torch's FLOP counter on meta tensors (no compute)."""
     import torch
-
     from gpu import flops_per_sample
+
     from training.model import CLIP, CLIPConfig, preset_dict
 
     out = {}
@@ -328,25 +328,27 @@ def training_bill(flops: dict[str, float], per_process: tuple[float, str] | None
         ("ViT-L/14", f"model-bound at MFU {H200_VIT_B32['compiled'] * b32 / H200_PEAK:.0%} (compiled ViT-B/32's)", l14_compiled),
     ]
     if feed:
-        rows.insert(1, ("ViT-B/32", f"decode processes (projected: {LOADER_PROCESSES} x {per_process[0]:,.0f} images/s measured "
-                                    f"per process on {per_process[1]}), eager step", min(feed, H200_VIT_B32["eager"])))
-    lines = [f"## Projection: pretraining on wit-400m ({EPOCHS} epochs of {BALANCED / 1e6:,.0f}M balanced pairs = "
-             f"{samples / 1e9:,.1f}B samples), one H200 per GPU-hour", "",
-             "| model | what sets the pace | samples/s per H200 | GPU-hours | on 8 H200s |", "|---|---|---|---|---|"]
+        what = (f"decode processes (projected: {LOADER_PROCESSES} x {per_process[0]:,.0f} images/s measured "
+                f"per process on {per_process[1]}), eager step")
+        rows.insert(1, ("ViT-B/32", what, min(feed, H200_VIT_B32["eager"])))
+    title = (f"## Projection: pretraining on wit-400m ({EPOCHS} epochs of {BALANCED / 1e6:,.0f}M balanced pairs = "
+             f"{samples / 1e9:,.1f}B samples), one H200 per GPU-hour")
+    lines = [title, "", "| model | what sets the pace | samples/s per H200 | GPU-hours | on 8 H200s |", "|---|---|---|---|---|"]
     for model, what, rate in rows:
         lines.append(f"| {model} | {what} | {rate:,.0f} | {hours(rate):,.0f} | {hours(rate) / 8 / 24:,.1f} days |")
     old, eager = H200_VIT_B32["old_loader_end_to_end"], H200_VIT_B32["eager"]
-    lines += ["", f"FLOPs per sample (forward + backward, image 224 px and 77 text tokens, `torch.utils.flop_counter`): "
-                  f"ViT-B/32 {b32 / 1e9:.1f} G, ViT-L/14 {l14 / 1e9:.1f} G.", "",
-              f"What 2x saves. ViT-B/32 is data-bound with the old loader: a 2x faster data path takes it from "
-              f"{hours(old):,.0f} to {hours(2 * old):,.0f} GPU-hours, and anything up to {eager / old:.1f}x keeps paying, "
-              f"down to the step's {hours(eager):,.0f} (eager) or {hours(H200_VIT_B32['compiled']):,.0f} (compiled). "
-              f"ViT-L/14 needs only {l14_rate:,.0f} samples/s, which {LOADER_PROCESSES} decode processes feed; it is model-bound, "
-              f"so 2x MFU is what halves its {hours(l14_rate):,.0f} GPU-hours (to {hours(2 * l14_rate):,.0f}). "
-              f"The build is the CPU bill above; at either model size the training is the larger bill.",
-              "", "The ViT-B/32 and loader rates were measured on a lent H200 (PRODUCT.md, \"On a GPU\"); the process "
+    flops_line = (f"FLOPs per sample (forward + backward, image 224 px and 77 text tokens, `torch.utils.flop_counter`): "
+                  f"ViT-B/32 {b32 / 1e9:.1f} G, ViT-L/14 {l14 / 1e9:.1f} G.")
+    savings = (f"What 2x saves. ViT-B/32 is data-bound with the old loader: a 2x faster data path takes it from "
+               f"{hours(old):,.0f} to {hours(2 * old):,.0f} GPU-hours, and anything up to {eager / old:.1f}x keeps paying, "
+               f"down to the step's {hours(eager):,.0f} (eager) or {hours(H200_VIT_B32['compiled']):,.0f} (compiled). "
+               f"ViT-L/14 needs only {l14_rate:,.0f} samples/s, which {LOADER_PROCESSES} decode processes feed; it is model-bound, "
+               f"so 2x MFU is what halves its {hours(l14_rate):,.0f} GPU-hours (to {hours(2 * l14_rate):,.0f}). "
+               "The build is the CPU bill above; at either model size the training is the larger bill.")
+    source = ("The ViT-B/32 and loader rates were measured on a lent H200 (PRODUCT.md, \"On a GPU\"); the process "
               "loader's rate there is projected from this machine's per-process rate until bench/gpu.py runs on a GPU "
-              "(it prints the measured end-to-end rate and data wait for 1..N processes)."]
+              "(it prints the measured end-to-end rate and data wait for 1..N processes).")
+    lines += ["", flops_line, "", savings, "", source]
     return "\n".join(lines) + "\n"
 
 

@@ -99,3 +99,9 @@ def test_what_transformers_cannot_hold_is_refused_in_one_line(tmp_path):
     ck = _checkpoint(tmp_path, "debug-rn", tok)
     with pytest.raises(ValueError, match="ModifiedResNet; transformers' CLIPModel and ChineseCLIPModel have ViT image towers only"):
         export_hf(ck, tmp_path / "hf")
+    vit = _checkpoint(tmp_path / "siglip", "debug-vit", tok)
+    model, _, _ = load_model(vit)
+    model.add_logit_bias(-10.0)
+    siglip = save_model(model, tmp_path / "siglip-ck", tok)
+    with pytest.raises(ValueError, match="trained with the SigLIP loss .* transformers' CLIPModel has no bias"):
+        export_hf(siglip, tmp_path / "hf2")
