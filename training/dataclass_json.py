@@ -84,7 +84,6 @@ def _convert(tp: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"expected a number, got {value!r}")
         return float(value)
-    if tp is int or tp is bool or tp is str:
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise TypeError(f"expected {tp.__name__}, got {value!r}")
+    if tp in (int, bool, str) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise TypeError(f"expected {tp.__name__}, got {value!r}")
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -17,6 +18,25 @@ _WS = re.compile(r"\s+")
 def uid_of(url: str, text: str) -> str:
     """Dedup key of a pair: sha1 of URL and text (cc2dataset and img2dataset do the same)."""
     return hashlib.sha1(f"{url}\t{text}".encode()).hexdigest()
+
+
+def candidate_rows(pairs: Iterable[tuple[str, str, str | None]], filt: PairFilter, stats: Stats, source: str,
+                   dropped: list | None = None, src_attr: str = "src") -> Iterator[dict]:
+    """Candidate rows (uid, url, text, page_url, lang, source, record) of a table-like input:
+    `pairs` yields (src, text, reason), reason None when the reader found nothing wrong; every
+    pair is counted, every drop recorded with its reason (and kept in `dropped` when given)."""
+    for i, (src, text, reason) in enumerate(pairs):
+        stats.rows_in += 1
+        row = None
+        if reason is None:
+            row, reason = filt(src, text, "", src_attr)
+        if row is None:
+            stats.drop(reason)
+            if dropped is not None:
+                dropped.append({"src": src, "text": text, "page_url": "", "reason": reason, "source": source, "record": i})
+            continue
+        row.update(uid=uid_of(row["url"], row["text"]), page_url="", source=source, record=i)
+        yield row
 
 
 def is_all_caps(text: str) -> bool:

@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.crawl.filters import PairFilter, uid_of
+from tasks.crawl.filters import PairFilter, candidate_rows
 from tasks.engine import Stats, atomic
 from tasks.specs import CrawlSpec, LocalSpec, SpecError, TableSpec
 
@@ -64,21 +64,8 @@ def _as_table(spec: LocalSpec) -> TableSpec:
 
 def iter_local(spec: LocalSpec, crawl: CrawlSpec, stats: Stats, work_dir: Path, dropped: list | None = None) -> Iterator[dict]:
     """Candidate rows (uid, url, text, page_url, lang, source, record) of one local source."""
-    filt = PairFilter(crawl, stats)
-    layout = local_layout(spec)
-    pairs = {"pairs": _folder_pairs, "table": _table_pairs, "cn_clip": _cn_clip_pairs}[layout]
-    for i, (path, text, reason) in enumerate(pairs(spec, stats, work_dir)):
-        stats.rows_in += 1
-        row = None
-        if reason is None:
-            row, reason = filt(path, text, "", "local")
-        if row is None:
-            stats.drop(reason)
-            if dropped is not None:
-                dropped.append({"src": path, "text": text, "page_url": "", "reason": reason, "source": spec.path, "record": i})
-            continue
-        row.update(uid=uid_of(row["url"], row["text"]), page_url="", source=spec.path, record=i)
-        yield row
+    pairs = {"pairs": _folder_pairs, "table": _table_pairs, "cn_clip": _cn_clip_pairs}[local_layout(spec)]
+    yield from candidate_rows(pairs(spec, stats, work_dir), PairFilter(crawl, stats), stats, spec.path, dropped, "local")
 
 
 def _folder_pairs(spec: LocalSpec, stats: Stats, work_dir: Path) -> Iterator[tuple[str, str, str | None]]:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tasks.crawl.filters import PairFilter, uid_of
+from tasks.crawl.filters import PairFilter, candidate_rows
 from tasks.engine import Stats
 from tasks.specs import CrawlSpec, SpecError, TableSpec
 from tasks.vocabulary.wikitext import open_source
@@ -18,20 +18,10 @@ from tasks.vocabulary.wikitext import open_source
 
 def iter_table(t: TableSpec, spec: CrawlSpec, stats: Stats, dropped: list | None = None) -> Iterator[dict]:
     """Candidates from LAION/CC3M-style tables (parquet, CSV, TSV, JSON lines; gz ok)."""
-    filt = PairFilter(spec, stats)
     table = read_table(t)
     urls, texts = table[t.url_col].to_pylist(), table[t.caption_col].to_pylist()
-    for i, (u, x) in enumerate(zip(urls, texts)):
-        stats.rows_in += 1
-        src, text = str(u) if u is not None else "", str(x) if x is not None else ""
-        row, reason = filt(src, text, "")
-        if row is None:
-            stats.drop(reason)
-            if dropped is not None:
-                dropped.append({"src": src, "text": text, "page_url": "", "reason": reason, "source": t.path, "record": i})
-            continue
-        row.update(uid=uid_of(row["url"], row["text"]), page_url="", source=t.path, record=i)
-        yield row
+    pairs = ((str(u) if u is not None else "", str(x) if x is not None else "", None) for u, x in zip(urls, texts))
+    yield from candidate_rows(pairs, PairFilter(spec, stats), stats, t.path, dropped)
 
 
 def table_columns(t: TableSpec) -> list[str]:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -110,37 +111,46 @@ def _write_layout(files: list[Path], out: Path, valid: float, test: float, seed:
     return stats
 
 
-def _write_lmdb(folder: Path, splits: list[str], commit_every: int = 5000) -> None:
+def _write_lmdb(folder: Path, splits: list[str]) -> None:
     """build_lmdb_dataset.py's LMDB, from the files written above."""
-    import lmdb
-
     for split in splits:
         d = folder / "lmdb" / split
         d.mkdir(parents=True)
-        with lmdb.open(str(d / "pairs"), map_size=1024**4) as env:
-            n = 0
-            txn = env.begin(write=True)
-            with open(folder / f"{split}_texts.jsonl", encoding="utf-8") as fh:
-                for line in fh:
-                    rec = json.loads(line)
-                    for image_id in rec["image_ids"]:
-                        txn.put(str(n).encode(), pickle.dumps((image_id, rec["text_id"], rec["text"])))
-                        n += 1
-                        if n % commit_every == 0:
-                            txn.commit()
-                            txn = env.begin(write=True)
-            txn.put(b"num_samples", str(n).encode())
-            txn.commit()
-        with lmdb.open(str(d / "imgs"), map_size=1024**4) as env:
-            n = 0
-            txn = env.begin(write=True)
-            with open(folder / f"{split}_imgs.tsv", encoding="utf-8") as fh:
-                for line in fh:
-                    image_id, b64 = line.rstrip("\n").split("\t")
-                    txn.put(image_id.encode(), b64.encode())
-                    n += 1
-                    if n % commit_every == 0:
-                        txn.commit()
-                        txn = env.begin(write=True)
-            txn.put(b"num_images", str(n).encode())
-            txn.commit()
+        _fill(d / "pairs", _pairs(folder / f"{split}_texts.jsonl"), b"num_samples")
+        _fill(d / "imgs", _images(folder / f"{split}_imgs.tsv"), b"num_images")
+
+
+def _pairs(texts: Path) -> Iterator[tuple[bytes, bytes]]:
+    """str(index) -> pickle((image_id, text_id, text)), one per (text, image)."""
+    n = 0
+    with open(texts, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            for image_id in rec["image_ids"]:
+                yield str(n).encode(), pickle.dumps((image_id, rec["text_id"], rec["text"]))
+                n += 1
+
+
+def _images(tsv: Path) -> Iterator[tuple[bytes, bytes]]:
+    """str(image_id) -> base64."""
+    with open(tsv, encoding="utf-8") as fh:
+        for line in fh:
+            image_id, b64 = line.rstrip("\n").split("\t")
+            yield image_id.encode(), b64.encode()
+
+
+def _fill(path: Path, items: Iterator[tuple[bytes, bytes]], count_key: bytes, commit_every: int = 5000) -> None:
+    """Write `items` into a new LMDB at `path`, committing every `commit_every`, then their count."""
+    import lmdb
+
+    with lmdb.open(str(path), map_size=1024**4) as env:
+        n = 0
+        txn = env.begin(write=True)
+        for key, value in items:
+            txn.put(key, value)
+            n += 1
+            if n % commit_every == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.put(count_key, str(n).encode())
+        txn.commit()

@@ -91,17 +91,18 @@ def clip_benchmark_build(folder, out_csv) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_device_cuda_without_one_is_refused_in_one_line():
+def test_the_device_comes_from_the_spec_and_cuda_without_one_is_refused_in_one_line(monkeypatch):
     import torch
 
     from flows.evaluate import choose_device
     from tasks.specs import SpecError
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine, whatever this one is
     with pytest.raises(SpecError, match="device: cuda, but torch .* sees no CUDA device here"):
         choose_device("cuda")
-    assert choose_device("auto") == "cpu"
+    assert choose_device("auto") == "cpu" and choose_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    assert choose_device("auto") == "cuda" and choose_device("cuda") == "cuda" and choose_device("cpu") == "cpu"
 
 
 def test_a_folder_that_is_no_checkpoint_is_refused(tmp_path):
