@@ -1,6 +1,8 @@
 """Labelled sets of real short captions (alt texts, image captions, class names) for language ID.
 
-    python bench/caption_sets.py --readability /path/to/mozilla/readability   # writes bench/data/captions.jsonl
+    python bench/caption_sets.py --readability READABILITY --multi30k MULTI30K --coco-cn COCO_CN
+
+(clones of the three repositories named below) writes bench/data/captions.jsonl.
 
 Every text was written by someone outside this project; each row says where it comes from and
 why it carries its label. bench/language_id.py reads the file (a clone has it; this script only
@@ -11,12 +13,24 @@ rebuilds it). Sources (licences in bench/data/README.md):
                    test pages (real pages of news sites and blogs, saved with their markup), labelled
                    with the page's <html lang>; pages without one are left out
   warc         lang of the page: alt texts of the real Common Crawl excerpt (tests/data/warc)
-  laion        lang 400 LAION-400M rows (tests/data/tables; a seeded sample of those 3 to 200
-                   characters long) labelled by hand: English unless listed in LAION_FOREIGN (with
-                   their language) or LAION_NEUTRAL (mixed languages, URLs, codes: left out). The
-                   product titles, slugs and capitals that language ID misreads are among them
+  laion        lang 1,000 LAION-400M rows (tests/data/tables; a seeded sample of those 3 to 200
+                   characters long) read one by one and labelled by hand: English unless listed in
+                   LAION_FOREIGN (with their language) or LAION_NEUTRAL (left out: names, codes, file
+                   names, and English captions with a stock site's suffix in another language, e.g.
+                   "... — Foto de Stock"). A caption whose only words besides names are in another
+                   language is that language ("Скриншот Dishonored: ..." is ru). The product titles,
+                   slugs and capitals that language ID misreads are among them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
+  coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
+                   (data/coco-cn_ext.icap2020.txt of github.com/li-xirong/coco-cn, MIT): the set in
+                   which issue #31 found Mandarin that lid.176 labels `wuu`
+  multi30k     lang human image descriptions of Flickr30k images from github.com/multi30k/dataset:
+                   German written independently of the English (task 2, test_2016.1.de), French and
+                   Czech translations of English captions (task 1, test_2016_flickr), and English
+                   (task 2, test_2016.1.en); a seeded sample of MULTI30K_PER_LANGUAGE each
+  clip_bench   it  the Italian ImageNet class names that clip_benchmark ships (it_classnames.json,
+                   from the Italian CLIP project), a seeded sample: short captions of one to four words
 
 Reviewed by hand (the page's language is not every alt text's): alt texts that are language-neutral
 (names, brands, trackers: NEUTRAL) are left out, English sentences on other languages' pages are
@@ -40,10 +54,20 @@ from common import ROOT
 
 OUT = ROOT / "bench" / "data" / "captions.jsonl"
 ISSUE_MANDARIN = ["一个穿着蓝色衣服的年轻人在冲浪", "几个人在室外的餐馆吃比萨饼", "巨型月饼现身上海"]
-LAION_SAMPLE = (31, 400)  # random.Random(31).shuffle of the rows 3-200 characters long; the first 400
-LAION_FOREIGN = {80: "no", 92: "it", 104: "id", 113: "es", 114: "fr", 149: "es", 152: "ar", 192: "ca", 232: "fr", 236: "fr",
-                 256: "it", 268: "es"}  # indices into the sample
-LAION_NEUTRAL = {6, 77, 86, 110, 125, 128, 141, 194, 210, 213, 244, 258, 264, 365, 375, 377, 392}
+LAION_SAMPLE = (31, 1000)  # random.Random(31).shuffle of the rows 3-200 characters long; the first 1,000
+# the hand labels, keyed by row of the parquet file (the first 400 of the shuffle were labelled in a first pass, 400-999 in a second)
+LAION_FOREIGN = {63: "fr", 570: "de", 820: "nl", 977: "sv", 1878: "no", 1952: "es", 2175: "it", 2333: "de", 2564: "id", 2828: "es",
+                 2831: "fr", 3635: "fr", 4026: "es", 4111: "ar", 4630: "es", 4868: "es", 5137: "ca", 5340: "de", 5730: "es", 5781: "id",
+                 5965: "ru", 6010: "nl", 6455: "fr", 6512: "fr", 6661: "nl", 6927: "it", 7091: "es", 7240: "ru", 7474: "pt", 7780: "tr",
+                 7943: "fa", 8517: "fr", 9598: "fr"}
+LAION_NEUTRAL = {184, 296, 673, 683, 1083, 1603, 1662, 1816, 1838, 1955, 2293, 2390, 2567, 2635, 2685, 2771, 2939, 3050, 3160, 3619,
+                 3646, 3705, 4263, 5189, 5327, 5627, 5643, 5741, 5761, 5922, 6489, 6698, 6978, 7062, 7340, 7754, 8196, 9084, 9119, 9398,
+                 9414, 9754, 9771, 9887}
+MULTI30K_PER_LANGUAGE = 250
+MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
+            "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
+ITALIAN_CLASS_NAMES = 250
+NEUTRAL = {6, 77, 86, 110, 125, 128, 141, 194, 210, 213, 244, 258, 264, 365, 375, 377, 392}
 NEUTRAL = {"Aleš Vávra", "Coufal, Souček, Diop (West Ham - Manchester City)", "Martin Fendrych", "CNET", "twitter-lite", "heise online",
            "heise Mac & i", "Mac & i Twitter", "Mac & i Facebook", "Mac & i Google+", "Mac & i YouTube", "Mac & i Apps", "OS X Yosemite",
            "Avatar lemonde.fr", "Libération", "xiti", "Quantcast", "CNET Japan", "Hovenier",
@@ -104,9 +128,8 @@ def laion_rows() -> list[dict]:
     t = pq.read_table(ROOT / "tests/data/tables/laion400m-meta-10000.parquet", columns=["TEXT"])["TEXT"].to_pylist()
     idx = [i for i in range(len(t)) if t[i] and 3 <= len(t[i]) <= 200]
     random.Random(LAION_SAMPLE[0]).shuffle(idx)
-    sample = sorted(idx[: LAION_SAMPLE[1]])
-    return [{"text": t[i], "lang": LAION_FOREIGN.get(k, "en"), "source": f"laion400m:row{i}"}
-            for k, i in enumerate(sample) if k not in LAION_NEUTRAL]
+    return [{"text": t[i], "lang": LAION_FOREIGN.get(i, "en"), "source": f"laion400m:row{i}"}
+            for i in sorted(idx[: LAION_SAMPLE[1]]) if i not in LAION_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
@@ -135,6 +158,38 @@ def cn_clip_rows() -> list[dict]:
     return rows
 
 
+def _git_show(repo: Path, path: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, check=True).stdout
+
+
+def coco_cn_rows(repo: Path) -> list[dict]:
+    lines = _git_show(repo, "data/coco-cn_ext.icap2020.txt").decode("utf-8").splitlines()
+    return [{"text": cap.strip(), "lang": "zh", "source": f"coco_cn:{key}"}
+            for key, _, cap in (line.partition("\t") for line in lines) if cap.strip()]
+
+
+def multi30k_rows(repo: Path) -> list[dict]:
+    import gzip
+    import random
+
+    rows = []
+    for lang, path in MULTI30K.items():
+        lines = [x.strip() for x in gzip.decompress(_git_show(repo, path)).decode("utf-8").splitlines()]
+        picked = sorted(random.Random(lang).sample(range(len(lines)), MULTI30K_PER_LANGUAGE))
+        rows += [{"text": lines[i], "lang": lang, "source": f"multi30k:{Path(path).name}:{i}"} for i in picked if lines[i]]
+    return rows
+
+
+def italian_class_rows() -> list[dict]:
+    import importlib.util
+    import random
+
+    folder = Path(importlib.util.find_spec("clip_benchmark").submodule_search_locations[0]) / "datasets"
+    names = json.loads((folder / "it_classnames.json").read_text())["imagenet1k"]
+    picked = sorted(random.Random(7).sample(range(len(names)), ITALIAN_CLASS_NAMES))
+    return [{"text": names[i], "lang": "it", "source": f"clip_benchmark:it_classnames:{i}"} for i in picked]
+
+
 def spacy_rows() -> list[dict]:
     d = json.loads((ROOT / "bench/data/spacy_example_sentences.json").read_text())["sentences"]
     return [{"text": s, "lang": lang, "source": "spacy:examples"} for lang, ss in d.items() for s in ss]
@@ -143,6 +198,8 @@ def spacy_rows() -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--readability", type=Path, required=True, help="a clone of github.com/mozilla/readability")
+    ap.add_argument("--multi30k", type=Path, required=True, help="a clone of github.com/multi30k/dataset")
+    ap.add_argument("--coco-cn", type=Path, required=True, help="a clone of github.com/li-xirong/coco-cn")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "bench"))
     from language_id import wiki_captions
@@ -150,6 +207,9 @@ def main() -> None:
     rows = [{"text": c, "lang": "en", "source": "wiki:enwiki-2016-sample"} for c in wiki_captions(ROOT / "tests/data/wiki/enwiki-2016-sample.xml.bz2")]
     rows += reviewed(readability_rows(a.readability) + warc_rows()) + laion_rows() + cn_clip_rows()
     rows += [{"text": t, "lang": "zh", "source": "issue-31:wuu-labelled-mandarin"} for t in ISSUE_MANDARIN] + spacy_rows()
+    rows += coco_cn_rows(a.coco_cn) + multi30k_rows(a.multi30k) + italian_class_rows()
+    seen: set[tuple[str, str]] = set()  # a text in two sources (issue #31 quotes COCO-CN) counts once, under its first
+    rows = [r for r in rows if (r["text"], r["lang"]) not in seen and not seen.add((r["text"], r["lang"]))]
     OUT.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     from collections import Counter
 

@@ -173,6 +173,9 @@ class CrawlSpec(Strict):
     english_rule: Literal["lid", "lid_prob", "lid_prob_words", "keep_all"] = "lid_prob_words"
     english_min_prob: float = Field(0.05, ge=0.0, le=1.0)
     english_min_words: float = Field(0.75, ge=0.0, le=1.0)
+    # ...except a caption with a common word of one of lid.176's top three languages that is at least
+    # 100 times rarer in English ("un koala", "Bilde fra ..."; wordfreq's lists): it stays that language
+    english_foreign_words: bool = True
     wordnet: str = "/usr/share/wordnet"  # WordNet 3.0's index files (Debian's wordnet-base), for lid_prob_words
     # an image URL under more distinct captions than this across the crawl is a placeholder, logo or
     # spacer, not a picture of each caption: all its pairs are dropped (url_many_captions). None: no limit

@@ -51,7 +51,7 @@ class PairFilter:
         self.spec = spec
         self.stats = stats if stats is not None else Stats()
         self.route = LanguageRouter(spec.languages, spec.fold_macrolanguages, spec.english_rule, spec.english_min_prob,
-                                    spec.english_min_words, spec.wordnet)
+                                    spec.english_min_words, spec.wordnet, spec.english_foreign_words)
         self.langs = set(spec.languages)
 
     def __call__(self, src: str, text: str, base: str, src_attr: str = "src") -> tuple[dict | None, str]:
@@ -90,6 +90,8 @@ class PairFilter:
                 text = text.lower()
                 self.stats.counts["all_caps_casefolded"] += 1
         lang, how = self.route(text)
+        if how == "foreign_word":
+            self.stats.counts["lang_not_rescued_en:foreign_word"] += 1
         if lang not in self.langs and "any" not in self.langs:
             return None, "language"
         if how == "folded":

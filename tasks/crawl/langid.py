@@ -12,6 +12,11 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   English at least `english_min_prob` among its top labels, or (rule `lid_prob_words`) when most
   of its words are English words (WordNet's lemmas and their inflections): product titles and
   names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
+- **...unless it has another language's function word** (`english_foreign_words`): a caption
+  rescued that way stays in the language lid.176 named when one of its words is common in one of
+  lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
+  at least 100 times rarer in English: "un koala" (it), "Bilde fra The Lodge" (nb), "De duistere
+  kruistocht" (nl). WordNet knows "un" and "koala"; wordfreq knows which language uses "un".
 
 bench/language_id.py measures the rules on real captions (bench/data/captions.jsonl).
 """
@@ -19,6 +24,7 @@ bench/language_id.py measures the rules on real captions (bench/data/captions.js
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -119,15 +125,49 @@ def english_word_share(text: str, words: frozenset[str]) -> float:
     return known / len(toks)
 
 
+FOREIGN_MIN_ZIPF = 5.0  # a function word: at least once per 100,000 words of its language (wordfreq's Zipf scale)
+FOREIGN_MIN_RATIO_ZIPF = 2.0  # ... and at least 10**2 = 100 times rarer in English
+
+
+@functools.cache
+def foreign_words(lang: str) -> frozenset[str]:
+    """The words of `lang` that mark a caption as not English: common in `lang` (Zipf >= 5 in
+    wordfreq's list) and at least 100 times rarer in English ("un", "fra", "und", "de"); empty for a
+    language wordfreq has no list of, and for those it segments with MeCab or jieba (CJK: script decides)."""
+    import wordfreq
+
+    lang = {"no": "nb"}.get(lang, lang)
+    if lang in ("en", "zh", "ja", "ko") or lang not in wordfreq.available_languages("small"):
+        return frozenset()
+    english = wordfreq.get_frequency_dict("en", "small")
+    out = set()
+    for word, freq in wordfreq.get_frequency_dict(lang, "small").items():
+        zipf = math.log10(freq) + 9
+        if zipf >= FOREIGN_MIN_ZIPF and (not english.get(word) or math.log10(english[word]) + 9 <= zipf - FOREIGN_MIN_RATIO_ZIPF):
+            out.add(word)
+    return frozenset(out)
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def foreign_word(text: str, labels: list[str]) -> str | None:
+    """The first word of `text` that is a function word of one of `labels` (foreign_words), or None."""
+    marks = [foreign_words(lang) for lang in labels if lang != "en"]
+    return next((w for w in _WORD.findall(for_lid(text).lower()) if any(w in m for m in marks)), None)
+
+
 class LanguageRouter:
     """text -> (the build language it goes to, or lid.176's label; how it was decided).
 
     `how`: "lid" (lid.176 and the script rules), "folded" (a macrolanguage's member), "english_prob"
     (English among the top labels with at least `english_min_prob`), "english_words" (most words
-    English), "any" (the build keeps every language)."""
+    English), "foreign_word" (would have been rescued, but has a function word of lid.176's top
+    languages), "any" (the build keeps every language)."""
 
     def __init__(self, languages: list[str], fold: bool = True, english_rule: str = "lid_prob_words",
-                 english_min_prob: float = 0.05, english_min_words: float = 0.75, wordnet: str | None = None):
+                 english_min_prob: float = 0.05, english_min_words: float = 0.75, wordnet: str | None = None,
+                 english_foreign_words: bool = True):
         self.any = "any" in languages
         self.languages = set(languages)
         self.fold = {m: lang for lang in self.languages for m in MACROLANGUAGES.get(lang, ())} if fold else {}
@@ -135,6 +175,7 @@ class LanguageRouter:
         self.keep_all_as_en = "en" in self.languages and english_rule == "keep_all"
         self.min_prob, self.min_words = english_min_prob, english_min_words
         self.words = english_words(wordnet) if wordnet and english_rule == "lid_prob_words" and self.rescue_en else None
+        self.veto_foreign = english_foreign_words
         self.last_label = ""  # lid.176's label (script rules applied) of the last text routed
 
     def __call__(self, text: str) -> tuple[str, str]:
@@ -147,8 +188,10 @@ class LanguageRouter:
         if self.keep_all_as_en:
             return "en", "keep_all"  # MetaCLIP 1: matching English entries is the filter
         if self.rescue_en and not _CJK_CHAR.search(text) and not _HANGUL.search(text):
-            if dict(scores).get("en", 0.0) >= self.min_prob:
-                return "en", "english_prob"
-            if self.words is not None and english_word_share(text, self.words) >= self.min_words:
-                return "en", "english_words"
+            how = ("english_prob" if dict(scores).get("en", 0.0) >= self.min_prob else
+                   "english_words" if self.words is not None and english_word_share(text, self.words) >= self.min_words else None)
+            if how and self.veto_foreign and foreign_word(text, [lab for lab, _ in scores[:3]]):
+                return lang, "foreign_word"
+            if how:
+                return "en", how
         return lang, "lid"

@@ -47,14 +47,22 @@ def _language_id_lines(cand: Stats) -> str:
     """How language ID routed the alt texts: labels folded into the build's languages, English rescued."""
     folded = {k.split(":", 1)[1]: v for k, v in cand.counts.items() if k.startswith("lang_folded:")}
     rescued = cand.counts.get("lang_rescued_en", 0)
-    if not folded and not rescued:
+    vetoed = cand.counts.get("lang_not_rescued_en:foreign_word", 0)
+    if not folded and not rescued and not vetoed:
         return ""
     lines = ["Language ID (tasks/crawl/langid.py) routed these alt texts to the build's languages:"]
     lines += [f"- {n:,} labelled `{pair.split('->')[0]}` kept as `{pair.split('->')[1]}` (a macrolanguage's member: "
               "Wu, Cantonese, ... are written in the same script and matched as Chinese)" for pair, n in sorted(folded.items())]
     if rescued:
-        lines.append(f"- {rescued:,} kept as English although lid.176's top label was another language (English "
-                     "probability at least `crawl.english_min_prob`: short titles, names, capitals)")
+        by = ", ".join(f"{cand.counts[k]:,} by {k.split(':')[1]}" for k in ("lang_rescued_en:prob", "lang_rescued_en:words")
+                       if cand.counts.get(k))
+        lines.append(f"- {rescued:,} kept as English although lid.176's top label was another language ({by}: English probability "
+                     "at least `crawl.english_min_prob`, or at least `crawl.english_min_words` of the words English; short "
+                     "titles, names, capitals)")
+    if vetoed:
+        lines.append(f"- {vetoed:,} not kept as English although they would have been: they hold a common word of the language "
+                     "lid.176 named, at least 100 times rarer in English (`crawl.english_foreign_words`: \"un koala\", "
+                     "\"Bilde fra ...\")")
     return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,25 @@ def test_an_english_build_keeps_english_titles_lid_misreads_and_drops_other_lang
     assert sum(strict(t)[0] == "en" for t in ENGLISH_TITLES) == 0  # the old rule lost every one of them
 
 
+# real captions in other languages whose words are mostly English to WordNet (LAION-400M rows in
+# tests/data/tables; Italian ImageNet class names that clip_benchmark ships)
+FOREIGN_LOOKING_ENGLISH = {"Bilde fra The Lodge at Pebble Beach": "bilde", "un koala": "un", "un cocker spaniel": "un",
+                           "duo-broches-coeur en porcelaine CDA petites Choses": "en"}
+
+
+def test_a_common_word_of_another_language_keeps_a_caption_out_of_an_english_build():
+    loose = LanguageRouter(["en"], wordnet="/usr/share/wordnet", english_foreign_words=False)
+    assert all(loose(t)[0] == "en" for t in FOREIGN_LOOKING_ENGLISH)  # without the check each would be let in
+    en = LanguageRouter(["en"], wordnet="/usr/share/wordnet")
+    from tasks.crawl.langid import foreign_word
+
+    for text, word in FOREIGN_LOOKING_ENGLISH.items():
+        assert en(text)[0] != "en" and en(text)[1] == "foreign_word", text
+        assert foreign_word(text, [lab for lab, _ in lid_scores(text)[:3]]) == word
+    assert [en(t)[0] for t in ENGLISH_TITLES] == ["en"] * len(ENGLISH_TITLES)  # the English titles are still rescued
+    assert en("A man in an orange hat starring at something.") == ("en", "lid")  # English that lid.176 reads as English
+
+
 def test_the_filter_counts_how_each_caption_was_routed():
     from tasks.crawl.filters import PairFilter
     from tasks.specs import CrawlSpec
@@ -50,6 +69,22 @@ def test_the_filter_counts_how_each_caption_was_routed():
     assert all(k is not None for k in kept)
     assert f.stats.counts["lang_folded:wuu->zh"] == 3 and f.stats.counts["lang_rescued_en"] == len(ENGLISH_TITLES)
     assert f("http://a.example/y.jpg", "Die ganze Stadt ist ein Startup", "") == (None, "language")
+    assert f("http://a.example/z.jpg", "Bilde fra The Lodge at Pebble Beach", "") == (None, "language")
+    assert f.stats.counts["lang_not_rescued_en:foreign_word"] == 1
+
+
+def test_the_data_card_says_how_many_captions_each_routing_rule_moved():
+    from tasks.crawl.filters import PairFilter
+    from tasks.manifest.datacard import _language_id_lines
+    from tasks.specs import CrawlSpec
+
+    f = PairFilter(CrawlSpec(languages=["en", "zh"]))
+    for t in WUU_MANDARIN + ENGLISH_TITLES + list(FOREIGN_LOOKING_ENGLISH):
+        f("http://a.example/x.jpg", t, "")
+    card = _language_id_lines(f.stats)
+    assert "- 3 labelled `wuu` kept as `zh`" in card
+    assert f"- {len(ENGLISH_TITLES)} kept as English although" in card
+    assert f"- {len(FOREIGN_LOOKING_ENGLISH)} not kept as English although they would have been" in card
 
 
 # ----------------------------------------------------------------------------- lazy-loaded images
