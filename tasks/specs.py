@@ -168,8 +168,9 @@ class CrawlSpec(Strict):
     fold_macrolanguages: bool = True
     # which captions an English build keeps as English (bench/language_id.py measured them on real
     # captions): "lid": lid.176's top label; "lid_prob": or English among its top labels with at least
-    # english_min_prob; "lid_prob_words": or at least english_min_words of the words are English
-    # (WordNet's lemmas under `wordnet`); "keep_all": every caption (MetaCLIP 1: matching is the filter)
+    # english_min_prob; "lid_prob_words": (that, with a quarter of the words English) or at least
+    # english_min_words of the words are English (WordNet's lemmas under `wordnet`); only captions in
+    # the Latin script are rescued; "keep_all": every caption (MetaCLIP 1: matching is the filter)
     english_rule: Literal["lid", "lid_prob", "lid_prob_words", "keep_all"] = "lid_prob_words"
     english_min_prob: float = Field(0.05, ge=0.0, le=1.0)
     english_min_words: float = Field(0.75, ge=0.0, le=1.0)

