@@ -103,8 +103,8 @@ class WorkerPeak:
 def run_stage_child(spec_path: str, stage: str) -> None:
     """Run one stage of the build in `spec_path` (called in a fresh interpreter); print its figures."""
     os.environ["TQDM_DISABLE"] = "1"
-    from tasks.specs import BuildSpec, load_spec
     from tasks.context import make_context
+    from tasks.specs import BuildSpec, load_spec
     from tasks.stages import run_stage
 
     async def loopback(host: str):

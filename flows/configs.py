@@ -152,9 +152,10 @@ def model_config(spec: PretrainSpec) -> CLIPConfig:
 def with_patch_dropout(cfg: CLIPConfig, p: float, name: str) -> CLIPConfig:
     if not p:
         return cfg
-    if not isinstance(cfg.vision.layers, int):
-        raise ValueError(f"train.patch_dropout: {name} has a ResNet image tower, which has no patch tokens to drop; "
-                         "set train.patch_dropout: 0 or use a ViT model")
+    if not isinstance(cfg.vision.layers, int):  # a spec's value, reported as one (ValueError, not TypeError)
+        raise ValueError(  # noqa: TRY004
+            f"train.patch_dropout: {name} has a ResNet image tower, which has no patch tokens to drop; "
+            "set train.patch_dropout: 0 or use a ViT model")
     return dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, patch_dropout=p))
 
 

@@ -135,7 +135,7 @@ def test_the_trainer_takes_one_typed_config():
 
     for fn in (train_loop.train_loop_per_worker, train_loop.run_training, train_loop.fit):
         assert typing.get_type_hints(fn)["cfg"] is TrainConfig, fn.__name__
-        assert list(inspect.signature(fn).parameters)[0] == "cfg"
+        assert next(iter(inspect.signature(fn).parameters)) == "cfg"
     assert TrainConfig.__dataclass_params__.frozen
 
 
@@ -157,7 +157,7 @@ ctx = make_context(spec, log=lambda *_: None)
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("tasks."))))
 """
     (tmp_path / "t.jsonl").write_text('{"url": "http://example.com/a.jpg", "caption": "a red flag"}\n')
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = r.stdout.strip().splitlines()[-1]
     assert "tasks.world" not in loaded and "tasks.context" in loaded

@@ -39,7 +39,7 @@ def test_readme_blocks_run(tmp_path):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             line = line.replace(".openwit/runs/sample/model", str(ckpt))
-            p = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            p = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
             assert p.returncode == 0, f"README line failed: {line}\n{p.stderr[-2000:]}"
             outputs.append(p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "")
     assert "CLIP" in outputs and f"torch.Size([1, {cfg.text.context_length}])" in outputs

@@ -49,8 +49,8 @@ def extract_file(kind: str, source: str | TableSpec | LocalSpec, spec: CrawlSpec
             stats.drop("duplicate")
             continue
         seen.add(row["uid"])
-        for k in cols:
-            cols[k].append(row[k])
+        for k, column in cols.items():
+            column.append(row[k])
     stats.rows_out = len(cols["uid"])
     with atomic(out_path) as tmp:
         pq.write_table(pa.table(cols, schema=CANDIDATE_SCHEMA), tmp)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tasks.engine import Stats, atomic, mark_unit, unit_stats, write_json
 
@@ -143,7 +143,7 @@ class ShardBalance(Stats):
     """One matched shard balanced (a unit: a crashed stage resumes shard by shard)."""
 
     expected: float = 0.0  # sum of P(keep)
-    by_language: dict[str, LanguagePairs] = {}
+    by_language: dict[str, LanguagePairs] = Field(default_factory=dict)
 
 
 class LanguageBalance(BaseModel):
@@ -165,19 +165,19 @@ class BalanceStats(Stats):
     """The balance stage: matched pool (rows_in) -> balanced set (rows_out), and what it did to the head."""
 
     t: int = 0  # of English, or of the build's only language
-    t_by_language: dict[str, int] = {}
+    t_by_language: dict[str, int] = Field(default_factory=dict)
     seed: int = 0
     expected_kept: float = 0.0
-    pairs_by_language: dict[str, LanguagePairs] = {}
+    pairs_by_language: dict[str, LanguagePairs] = Field(default_factory=dict)
     unbalanced_baseline: int = 0  # pairs in the unbalanced baseline (as many as kept)
     # the head: entries with >= t matches in the pool, the same entries before and after
     head_entries: int = 0
     head_share_before: float = 0.0  # of the pool's matches
     head_share_after: float = 0.0  # of the balanced set's matches
     head_share_drawn: float | None = None  # of the draws that kept pairs
-    entries_by_count_band: dict[str, int] = {}
-    top_entries: list[tuple[str, int, int]] = []  # (query, matches before, after)
-    by_language: dict[str, LanguageBalance] = {}
+    entries_by_count_band: dict[str, int] = Field(default_factory=dict)
+    top_entries: list[tuple[str, int, int]] = Field(default_factory=list)  # (query, matches before, after)
+    by_language: dict[str, LanguageBalance] = Field(default_factory=dict)
 
 
 def balance_shard(match_file: str, p_entry_path: str, out_path: str, seed: int, keep_all: bool = False) -> ShardBalance:

@@ -27,6 +27,7 @@ import ahocorasick
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from tasks.engine import Stats, atomic, mark_unit
 from tasks.vocabulary.text_rules import automaton_key, spaced
@@ -97,8 +98,8 @@ class MatchStats(Stats):
     """The match stage: candidates (rows_in) -> pairs matching >= 1 entry (rows_out)."""
 
     entries_matched: int = 0
-    candidates_by_language: dict[str, int] = {}
-    worst_urls: list[tuple[str, int]] = []  # URLs dropped for too many distinct captions, most first
+    candidates_by_language: dict[str, int] = Field(default_factory=dict)
+    worst_urls: list[tuple[str, int]] = Field(default_factory=list)  # URLs dropped for too many distinct captions, most first
 
 
 def match_shard(auto: ahocorasick.Automaton | dict, in_path: Path, out_path: Path, case_sensitive: bool = True,

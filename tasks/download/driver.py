@@ -35,9 +35,17 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 from tqdm import tqdm
 
-from tasks.download.guard import REFUSED_PHRASE, AddressPolicy, ConnectionGuard, Resolver, check_host, check_workers_guarded
+from tasks.download.guard import (
+    REFUSED_PHRASE,
+    AddressPolicy,
+    ConnectionGuard,
+    Resolver,
+    check_host,
+    check_workers_guarded,
+)
 from tasks.engine import Stats, atomic
 from tasks.specs import DownloadSpec
 
@@ -48,9 +56,9 @@ class DownloadStats(Stats):
     """The download stage: selected pairs (rows_in) -> images in training shards (rows_out)."""
 
     to_fetch: int = 0
-    refused_before_fetch: dict[str, int] = {}
-    fetch_failures: dict[str, int] = {}
-    refused_at_connection: dict[str, int] = {}
+    refused_before_fetch: dict[str, int] = Field(default_factory=dict)
+    fetch_failures: dict[str, int] = Field(default_factory=dict)
+    refused_at_connection: dict[str, int] = Field(default_factory=dict)
     hosts: int = 0
     dns_lookups: int = 0
     dns_max_in_flight: int = 0

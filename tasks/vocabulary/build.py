@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tasks.engine import Stats, atomic, mark_unit, unit_stats, write_json
 from tasks.parallel import run_parallel
@@ -65,14 +65,14 @@ class VocabularyStats(Stats):
     """The vocabulary stage: pages read (rows_in) -> entries (rows_out), with every skip's reason."""
 
     entries: int = 0
-    by_source: dict[str, int] = {}
+    by_source: dict[str, int] = Field(default_factory=dict)
     total_tokens: int = 0
     wordnet_synsets: int = 0
     wordnet_names: int = 0
     titles_kept: int = 0
-    top_unigrams: list[tuple[int, str]] = []
-    top_bigrams: list[tuple[str, int, float]] = []
-    by_language: dict[str, LanguageVocabulary] = {}  # a multilingual build's languages
+    top_unigrams: list[tuple[int, str]] = Field(default_factory=list)
+    top_bigrams: list[tuple[str, int, float]] = Field(default_factory=list)
+    by_language: dict[str, LanguageVocabulary] = Field(default_factory=dict)  # a multilingual build's languages
 
 
 @dataclass

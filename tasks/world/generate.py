@@ -44,8 +44,8 @@ from tasks.world.render import encode, render
 
 SIZES_PRESET = {
     # style, images, wiki paragraphs per (top) article, WARC files, images per page, eval images per class
-    "default": dict(style="flags", images=30_000, paragraphs=12, warcs=4, per_page=40, eval_per_class=20, px=64),
-    "tiny": dict(style="shapes", images=400, paragraphs=12, warcs=2, per_page=25, eval_per_class=6, px=64),
+    "default": {"style": "flags", "images": 30_000, "paragraphs": 12, "warcs": 4, "per_page": 40, "eval_per_class": 20, "px": 64},
+    "tiny": {"style": "shapes", "images": 400, "paragraphs": 12, "warcs": 2, "per_page": 25, "eval_per_class": 6, "px": 64},
 }
 WORLD_VERSION = 5  # 2: redirect specials, 3: an empty body, 4: the long-tailed world of flags, 5: its Chinese part
 

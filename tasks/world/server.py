@@ -16,10 +16,11 @@ import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 
 class WorldHandler(SimpleHTTPRequestHandler):
-    serve: dict[str, dict] = {}
+    serve: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, *args, serve: dict[str, dict], **kwargs):
         self.serve = serve

@@ -44,7 +44,7 @@ class ArticleWriter:
         self.filler_w = _zipf_weights(len(FILLER))
 
     decorated = True  # some sentences bold, some with a trailing filler word
-    SECTIONS = ["History", "Use", "Design", "Examples"]
+    SECTIONS = ("History", "Use", "Design", "Examples")
 
     def insertion(self) -> str:
         """One topic word, phrase or link put into a sentence of filler words."""
@@ -77,16 +77,16 @@ class ArticleWriter:
         rng, p = self.rng, POISON
         kind = rng.choice(["template", "ref", "table", "file", "category", "comment"])
         if kind == "template":
-            return "{{Infobox shape | name = %s %s | sides = {{nowrap|%d}} }}" % (p["template"], p["template"], rng.randint(3, 8))
+            return "{{Infobox shape | name = %s %s | sides = {{nowrap|%d}} }}" % (p["template"], p["template"], rng.randint(3, 8))  # noqa: UP031 - wikitext braces
         if kind == "ref":
-            return "<ref name=\"r%d\">{{cite web |title=%s |url=http://example.invalid/%d}}</ref>" % (rng.randint(0, 99), p["ref"], rng.randint(0, 99))
+            return "<ref name=\"r%d\">{{cite web |title=%s |url=http://example.invalid/%d}}</ref>" % (rng.randint(0, 99), p["ref"], rng.randint(0, 99))  # noqa: UP031
         if kind == "table":
             return "\n{| class=\"wikitable\"\n|-\n! %s !! %s\n|-\n| %s || %s\n|}\n" % ((p["table"],) * 4)
         if kind == "file":
-            return "[[File:Example %d.png|thumb|left|%s %s]]" % (rng.randint(0, 99), p["file"], p["file"])
+            return f"[[File:Example {rng.randint(0, 99)}.png|thumb|left|{p['file']} {p['file']}]]"
         if kind == "category":
-            return "[[Category:%s]]" % p["category"]
-        return "<!-- %s -->" % p["comment"]
+            return "[[Category:{}]]".format(p["category"])
+        return "<!-- {} -->".format(p["comment"])
 
     def intro(self, title: str) -> str:
         return f"'''{title}''' is a topic of this sample wiki."

@@ -2,6 +2,7 @@
 training run, class embeddings cached per (weights, suite)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +48,8 @@ def test_evaluate_flow_logs_metrics_and_reuses_cached_class_embeddings(tiny_worl
     assert [m.step for m in MlflowClient(uri).get_metric_history(first["run_id"], "zeroshot/sample-tiny-shape/top1")] == [7]
     logged = {a.path for a in MlflowClient(uri).list_artifacts(first["run_id"], "eval/sample-tiny-shape")}
     assert {f"eval/sample-tiny-shape/zeroshot-sample-tiny-shape-{x}" for x in ("confusion.png", "per-class.png", "predictions.json")} <= logged
-    table = json.loads(open(mlflow.artifacts.download_artifacts(
-        run_id=first["run_id"], artifact_path="eval/sample-tiny-shape/zeroshot-sample-tiny-shape-predictions.json", tracking_uri=uri)).read())
+    table = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=first["run_id"], artifact_path="eval/sample-tiny-shape/zeroshot-sample-tiny-shape-predictions.json", tracking_uri=uri)).read_text())
     assert table["columns"] == ["image", "true", "predicted", "correct", "top3"] and len(table["data"]) == 24
 
     # clip_benchmark-format JSON beside the checkpoint, merged into a CSV by clip_benchmark's own `build` step

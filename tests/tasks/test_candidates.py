@@ -49,7 +49,7 @@ def test_filter_reasons():
 
 
 def test_sample_world_warcs_count_every_drop(tiny_world, tmp_path):
-    world, port, _ = tiny_world
+    world, _port, _ = tiny_world
     totals = Stats()
     for i, w in enumerate(sorted((world / "warc").glob("*.warc.gz"))):
         totals.add(extract_file("warc", str(w), CrawlSpec(warc=["x"]), tmp_path / f"{i}.parquet"))

@@ -4,6 +4,7 @@ typed stats with named reasons, and no stage reads a folder it did not declare."
 from types import SimpleNamespace
 
 import pytest
+from pydantic import Field
 
 from tasks import engine
 from tasks.engine import Stage, Stats, mark_unit, unit_stats
@@ -16,7 +17,7 @@ def _ctx(tmp_path, cfg="a"):
 class UnitStats(Stats):
     """A stage's typed stats: what a report needs, as fields (never a dict of strings)."""
 
-    units: list[str] = []
+    units: list[str] = Field(default_factory=list)
 
 
 def _stage(calls, fail_after=None, name="download", reads=(), owns=("shards",)):

@@ -77,16 +77,15 @@ def test_a_build_never_fetches_from_another_server_on_the_world_port(tiny_world,
     from tasks.stages import BuildContext
     from tests.conftest import free_port
 
-    world, _port, wspec = tiny_world
+    world, _port, _wspec = tiny_world
     other = ThreadingHTTPServer(("127.0.0.1", free_port()), SimpleHTTPRequestHandler)  # serves the cwd, not the world
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         spec = BuildSpec(name="x", output_dir=str(tmp_path), crawl={"warc": ["x"]},
                          world={"size": "tiny", "port": other.server_address[1]})
         ctx = BuildContext(spec, tmp_path, world=world, log=lambda *_: None)
-        with pytest.raises(SpecError, match="not this build's sample world; stop it or set OPENWIT_WORLD_PORT"):
-            with ctx.serving_world():
-                pass
+        with pytest.raises(SpecError, match="not this build's sample world; stop it or set OPENWIT_WORLD_PORT"), ctx.serving_world():
+            pass
         free = BuildContext(spec.model_copy(update={"world": spec.world.model_copy(update={"port": free_port()})}), tmp_path,
                             world=world, log=lambda *_: None)
         with free.serving_world():  # nothing there: the build serves its world itself

@@ -4,6 +4,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.parquet as pq
@@ -99,7 +100,7 @@ def test_wordnet_30_head_names():
 
 
 class FakeMediaWiki(BaseHTTPRequestHandler):
-    calls = []
+    calls: ClassVar[list] = []
 
     def do_GET(self):  # http.server's name
         q = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}

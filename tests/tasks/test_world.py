@@ -32,7 +32,7 @@ def test_world_parses_with_the_pipeline_libraries(tiny_world):
             responses += [r.headers["WARC-Target-URI"] for r in ArchiveIterator(fh, record_types=WarcRecordType.response)
                           if r.headers.get("WARC-Target-URI")]
     assert any(u.startswith(f"http://127.0.0.1:{port}/pages/") for u in responses)
-    with gzip.open(sorted((world / "pageviews").glob("*.gz"))[0], "rt") as fh:
+    with gzip.open(min((world / "pageviews").glob("*.gz")), "rt") as fh:
         lines = fh.read().splitlines()
     assert sum(len(line.split(" ")) == 4 for line in lines) >= len(lines) - 1  # one malformed line on purpose
     assert bz2.decompress((world / "wiki/enwiki-sample-pages-articles.xml.bz2").read_bytes()).startswith(b"<mediawiki")

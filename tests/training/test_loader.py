@@ -55,8 +55,8 @@ def make_build(root: Path, shards: int = 4, rows: int = 50, row_group: int = 10,
 
 
 def loader(build: Path, **kw) -> ShardLoader:
-    args = dict(tokenizer=CharTokenizer(), image_size=16, batch_size=8, seed=0, shuffle_units=2, unit_rows=10, workers=0,
-                chunk_rows=5)
+    args = {"tokenizer": CharTokenizer(), "image_size": 16, "batch_size": 8, "seed": 0, "shuffle_units": 2, "unit_rows": 10, "workers": 0,
+                "chunk_rows": 5}
     args.update(kw)
     return ShardLoader(build, **args)
 
