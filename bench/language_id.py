@@ -203,6 +203,11 @@ def routing_rows(rows: list, extra: dict) -> None:
                         f"Mandarin kept {100 * kept_zh:.2f}%; other languages let into en {100 * let_in:.2f}%, "
                         f"into zh {100 * into_zh:.2f}% (n = {len(en)}/{len(zh)}/{len(other)}); names alone kept as en "
                         f"{names_en}/{len(names)}"))
+        held = per_source.get("laion400m-heldout")
+        if held and "(default)" in name:  # the slice labelled after the rule was fixed
+            e_kept, e_n = map(int, held["en_kept"].split("/"))
+            rows.append(row("routing default on held-out LAION rows (labelled after the rule was fixed): English kept",
+                            100 * e_kept / e_n, None, "%", f"other languages let in {held['other_into_en']}"))
         extra.setdefault("routing", {})[name] = {
             "en_kept": kept_en, "zh_kept": kept_zh, "other_into_en": let_in, "other_into_zh": into_zh, "per_source": per_source,
             "names_kept_as_en": f"{names_en}/{len(names)}",
