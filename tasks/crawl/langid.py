@@ -13,7 +13,7 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   `lid_prob_words`, at least a quarter of its words are English), or (rule `lid_prob_words`) when
   most of its words are English words (WordNet's lemmas and their inflections): product titles
   and names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
-- **...unless it has another language's function word** (`english_foreign_words`): a caption
+- **...unless it has another language's common word** (`english_foreign_words`): a caption
   rescued that way stays in the language lid.176 named when one of its words is common in one of
   lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
   at least 100 times rarer in English: "un koala" (it), "Bilde fra The Lodge" (nb), "De duistere
@@ -131,7 +131,7 @@ def english_word_share(text: str, words: frozenset[str]) -> float:
 
 
 PROB_MIN_WORDS = 0.25  # rule lid_prob_words: a caption rescued by P(en) has at least a quarter English words ("Compartilhe": none)
-FOREIGN_MIN_ZIPF = 5.0  # a function word: at least once per 100,000 words of its language (wordfreq's Zipf scale)
+FOREIGN_MIN_ZIPF = 5.0  # a common word: at least once per 100,000 words of its language (wordfreq's Zipf scale)
 FOREIGN_MIN_RATIO_ZIPF = 2.0  # ... and at least 10**2 = 100 times rarer in English
 
 
@@ -158,7 +158,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 
 def foreign_word(text: str, labels: list[str]) -> str | None:
-    """The first word of `text` that is a function word of one of `labels` (foreign_words), or None."""
+    """The first word of `text` that is a common word of one of `labels` (foreign_words), or None."""
     marks = [foreign_words(lang) for lang in labels if lang != "en"]
     return next((w for w in _WORD.findall(for_lid(text).lower()) if any(w in m for m in marks)), None)
 
@@ -168,7 +168,7 @@ class LanguageRouter:
 
     `how`: "lid" (lid.176 and the script rules), "folded" (a macrolanguage's member), "english_prob"
     (English among the top labels with at least `english_min_prob`), "english_words" (most words
-    English), "foreign_word" (would have been rescued, but has a function word of lid.176's top
+    English), "foreign_word" (would have been rescued, but has a common word of lid.176's top
     languages), "any" (the build keeps every language)."""
 
     def __init__(self, languages: list[str], fold: bool = True, english_rule: str = "lid_prob_words",
