@@ -203,6 +203,8 @@ def routing_rows(rows: list, extra: dict) -> None:
                         f"Mandarin kept {100 * kept_zh:.2f}%; other languages let into en {100 * let_in:.2f}%, "
                         f"into zh {100 * into_zh:.2f}% (n = {len(en)}/{len(zh)}/{len(other)}); names alone kept as en "
                         f"{names_en}/{len(names)}"))
+        per_language = {lang: f"{sum(k for r, k in zip(other, into_en) if r['lang'] == lang)}/{n}"
+                        for lang, n in Counter(r["lang"] for r in other).most_common()}
         held = per_source.get("laion400m-heldout")
         if held and "(default)" in name:  # the slice labelled after the rule was fixed
             e_kept, e_n = map(int, held["en_kept"].split("/"))
@@ -210,7 +212,7 @@ def routing_rows(rows: list, extra: dict) -> None:
                             100 * e_kept / e_n, None, "%", f"other languages let in {held['other_into_en']}"))
         extra.setdefault("routing", {})[name] = {
             "en_kept": kept_en, "zh_kept": kept_zh, "other_into_en": let_in, "other_into_zh": into_zh, "per_source": per_source,
-            "names_kept_as_en": f"{names_en}/{len(names)}",
+            "names_kept_as_en": f"{names_en}/{len(names)}", "other_into_en_per_language": per_language,
             "let_in_examples": [r["text"][:80] + f" ({r['lang']})" for r, k in zip(other, into_en) if k][:40],
             "en_lost_examples": [r["text"][:80] for r, k in zip(en, en_kept) if not k][:40]}
 
@@ -271,6 +273,8 @@ def main() -> None:
         print(f"\nrouting {name}: English kept / other languages let in, per source: "
               + ", ".join(f"{src} {v['en_kept']} / {v['other_into_en']}" for src, v in res["per_source"].items()))
         print(f"  let in: {res['let_in_examples'][:6]}")
+        print("  other languages let in, per language: "
+              + ", ".join(f"{lang} {v}" for lang, v in res["other_into_en_per_language"].items() if not v.startswith("0/")))
     for name, res in extra["detectors"].items():
         print(f"\n{name}: English captions it did not call English (first 8):")
         for m in res["en_mistakes"]:
