@@ -11,8 +11,10 @@ own types; nothing there reads a spec.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,14 +231,77 @@ def open_mlflow_run(spec: PretrainSpec, build: Path, run: RunDir, uri: str, mode
     return run_id
 
 
-def train_config(spec: PretrainSpec, flow_run: FlowRunInfo | None = None) -> TrainConfig:
+def build_fingerprint(build: Path, manifest: dict) -> str:
+    """What a run trains on, as one hash: the shards' sha256 (the manifest lists them) and the
+    build's tokenizer. A rebuild that writes the same shards has the same fingerprint."""
+    h = hashlib.sha256()
+    for s in sorted(manifest["shards"], key=lambda s: s["path"]):
+        h.update(f"{s['path']} {s['sha256']}\n".encode())
+    tok = build / manifest.get("tokenizer", "tokenizer.json")
+    if tok.exists():
+        h.update(hashlib.sha256(tok.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _trained_on_other_data(run: RunDir, now: dict, manifest: dict, uri: str) -> str | None:
+    """Why `run` holds a run of other data than `now` (None: same data, or nothing there yet). A
+    folder from before data.json is judged by its MLflow run's build tags."""
+    before = run.data_record
+    if before is not None:
+        if before["fingerprint"] != now["fingerprint"]:
+            return f"build {before['build_name']} with fingerprint {before['fingerprint']} (shards and tokenizer)"
+        if before["subset"] != now["subset"]:
+            return f"data.subset {before['subset']}"
+        return None
+    if run.mlflow_run_id is None:
+        return None
+    try:
+        tags = tracking.client(uri).get_run(run.mlflow_run_id).data.tags
+    except Exception:  # noqa: BLE001 - the run is gone from this tracking store: nothing to compare with
+        return None
+    old = tags.get("openwit.manifest_spec_hash")
+    return f"a build with spec hash {old} (its MLflow run's tag)" if old and old != manifest["spec_hash"] else None
+
+
+def run_dir_for(spec: PretrainSpec, build: Path, uri: str, log=None) -> RunDir:
+    """The run folder of `spec`, for its build: a rerun on the same data resumes; on other data the
+    spec's `on_new_build` decides (refuse, or set the old run aside and start anew)."""
+    run = RunDir(resolve_path(spec.output_dir)).create()
+    manifest = json.loads((build / "manifest.json").read_text())
+    now = {"build": str(build), "build_name": manifest["name"], "fingerprint": build_fingerprint(build, manifest),
+           "subset": spec.data.subset}
+    other = _trained_on_other_data(run, now, manifest, uri)
+    if other is not None:
+        if spec.on_new_build == "refuse":
+            raise SpecError(f"output_dir {run.path} holds a run that trained on {other}; data.build {build} now holds other "
+                            f"data (fingerprint {now['fingerprint']}, subset {now['subset']}), and a run does not resume on "
+                            "other data. Give a new output_dir, or set on_new_build: restart to set that run aside and "
+                            "train anew")
+        external = spec.scaling.storage_path
+        if external and "://" in external:
+            raise SpecError(f"on_new_build: restart cannot set aside Ray checkpoints in {external}/{spec.name}; give a new "
+                            "output_dir and spec name")
+        suffix = "superseded-" + time.strftime("%Y%m%d-%H%M%S")
+        aside = run.set_aside(suffix)
+        ray_dir = resolve_path(external) / spec.name if external else None
+        if ray_dir is not None and ray_dir.exists():
+            RunDir(ray_dir).set_aside(suffix)
+        (log or print)(f"{spec.output_dir}: the run there trained on {other}; set aside as {aside} (its MLflow run stays); "
+                       "training anew")
+        run = RunDir(resolve_path(spec.output_dir)).create()
+    if run.data_record is None:
+        run.set_data_record(now)
+    return run
+
+
+def train_config(spec: PretrainSpec, flow_run: FlowRunInfo | None = None, log=None) -> TrainConfig:
     """The typed config the trainer receives, with the MLflow run opened (or reopened) for it."""
     flow_run = flow_run or FlowRunInfo()
     build = resolve_path(spec.data.build)
     if not (build / "manifest.json").exists():
         raise FileNotFoundError(f"data.build: {build} has no manifest.json; run build-wit for it first")
-    run = RunDir(resolve_path(spec.output_dir)).create()
     uri = tracking.tracking_uri(spec.mlflow.tracking_uri, state_dir())
+    run = run_dir_for(spec, build, uri, log)
     model, tokenizer, init = _model_and_init(spec, build, run, uri)
     run_id = open_mlflow_run(spec, build, run, uri, model, flow_run)
     tr, sc = spec.train, spec.scaling

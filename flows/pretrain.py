@@ -75,7 +75,8 @@ def pretrain(spec: str | dict[str, Any] = "data_specs/pretrain-sample.yaml") -> 
     from training import tracking
 
     s: PretrainSpec = load_spec(spec, PretrainSpec)
-    cfg = train_config(s, FlowRunInfo(str(runtime.flow_run.id or ""), str(runtime.flow_run.name or ""), prefect_ui_url()))
+    cfg = train_config(s, FlowRunInfo(str(runtime.flow_run.id or ""), str(runtime.flow_run.name or ""), prefect_ui_url()),
+                       log=get_run_logger().warning)
     uri, run_id = cfg.tracking.uri, cfg.tracking.run_id
     steps = " + ".join(f"{st.steps} ({st.name})" for st in cfg.stages) if cfg.stages else str(cfg.schedule.steps)
     get_run_logger().info(f"MLflow run {run_id} at {uri}; training {steps} steps on {cfg.scaling.workers} workers")

@@ -388,6 +388,11 @@ class PretrainSpec(Strict):
     scaling: ScalingSpec = ScalingSpec()
     eval_suites: list[str] = []  # paths of suite specs
     mlflow: MlflowSpec = MlflowSpec()
+    # output_dir holds a run that trained on other data (the build's shards or tokenizer changed, or
+    # data.subset): "refuse" says so and stops; "restart" sets that run's folder aside
+    # (<output_dir>.superseded-<time>, its MLflow run stays) and trains anew. A run never resumes a
+    # checkpoint made for other data.
+    on_new_build: Literal["refuse", "restart"] = "refuse"
 
     @model_validator(mode="after")
     def _one_model_source(self) -> PretrainSpec:

@@ -1,6 +1,7 @@
 """The one owner of a pretrain run's folder: its layout, stage folders, run ids, markers, writes.
 
     <run_dir>/mlflow_run_id        the MLflow run this folder belongs to (a rerun continues it)
+    <run_dir>/data.json            the data it trains on (build, fingerprint of shards + tokenizer, subset)
     <run_dir>/progress.log         rank 0's progress lines (the flow relays them to Prefect)
     <run_dir>/tokenizer.json       the tokenizer, when it is not the build's (BERT-Chinese, init_from's)
     <run_dir>/model/               the final model (model.safetensors + config.json)
@@ -86,6 +87,26 @@ class RunDir:
         """The run a model folder (`<run_dir>/model`) was trained in, if it was trained here."""
         run = cls(Path(model_folder).parent)
         return run if Path(model_folder).resolve() == run.model and run.mlflow_run_id else None
+
+    # -- the data it trains on ---------------------------------------------------------
+    @property
+    def data_record(self) -> dict | None:
+        """The data this run trains on (written when it starts): build, fingerprint, subset."""
+        f = self.path / "data.json"
+        return json.loads(f.read_text()) if f.exists() else None
+
+    def set_data_record(self, record: dict) -> None:
+        write_text(self.path / "data.json", json.dumps(record, indent=1))
+
+    def set_aside(self, suffix: str) -> Path:
+        """Rename this run's folder to `<folder>.<suffix>` (nothing is deleted); returns the new path."""
+        aside = self.path.with_name(f"{self.path.name}.{suffix}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.{suffix}-{n}")
+        self.path.rename(aside)
+        return aside
 
     # -- stages ------------------------------------------------------------------------
     def stage(self, index: int, name: str) -> RunDir:
