@@ -10,6 +10,7 @@ own types; nothing there reads a spec.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -231,12 +232,16 @@ def open_mlflow_run(spec: PretrainSpec, build: Path, run: RunDir, uri: str, mode
     return run_id
 
 
+def _shard_list(manifest: dict) -> list[tuple[str, str]]:
+    return sorted((s["path"], s["sha256"]) for s in manifest["shards"])
+
+
 def build_fingerprint(build: Path, manifest: dict) -> str:
     """What a run trains on, as one hash: the shards' sha256 (the manifest lists them) and the
     build's tokenizer. A rebuild that writes the same shards has the same fingerprint."""
     h = hashlib.sha256()
-    for s in sorted(manifest["shards"], key=lambda s: s["path"]):
-        h.update(f"{s['path']} {s['sha256']}\n".encode())
+    for path, sha in _shard_list(manifest):
+        h.update(f"{path} {sha}\n".encode())
     tok = build / manifest.get("tokenizer", "tokenizer.json")
     if tok.exists():
         h.update(hashlib.sha256(tok.read_bytes()).digest())
@@ -245,7 +250,8 @@ def build_fingerprint(build: Path, manifest: dict) -> str:
 
 def _trained_on_other_data(run: RunDir, now: dict, manifest: dict, uri: str) -> str | None:
     """Why `run` holds a run of other data than `now` (None: same data, or nothing there yet). A
-    folder from before data.json is judged by its MLflow run's build tags."""
+    folder from before data.json is judged by what its MLflow run logged: the build's manifest
+    (its shards), else the build's spec hash."""
     before = run.data_record
     if before is not None:
         if before["fingerprint"] != now["fingerprint"]:
@@ -255,10 +261,18 @@ def _trained_on_other_data(run: RunDir, now: dict, manifest: dict, uri: str) -> 
         return None
     if run.mlflow_run_id is None:
         return None
+    import tempfile
+
+    client = tracking.client(uri)
     try:
-        tags = tracking.client(uri).get_run(run.mlflow_run_id).data.tags
+        tags = client.get_run(run.mlflow_run_id).data.tags
     except Exception:  # noqa: BLE001 - the run is gone from this tracking store: nothing to compare with
         return None
+    logged = None
+    with contextlib.suppress(Exception), tempfile.TemporaryDirectory() as d:  # no manifest logged: the spec hash is what there is
+        logged = json.loads(Path(client.download_artifacts(run.mlflow_run_id, "build/manifest.json", d)).read_text())
+    if logged is not None:
+        return None if _shard_list(logged) == _shard_list(manifest) else "other shards (its MLflow run's build/manifest.json)"
     old = tags.get("openwit.manifest_spec_hash")
     return f"a build with spec hash {old} (its MLflow run's tag)" if old and old != manifest["spec_hash"] else None
 

@@ -70,17 +70,36 @@ def test_restart_sets_the_old_run_aside_whole_and_starts_anew(tmp_path):
 
 
 def test_a_run_folder_from_before_data_records_is_judged_by_its_mlflow_run(tmp_path):
+    """Its MLflow run logged the build's manifest (build/manifest.json): the same shards resume even
+    when the build's spec hash moved (a new spec field); other shards do not. Without that
+    artifact, the run's build spec-hash tag decides."""
     from mlflow.tracking import MlflowClient
 
     build = _build(tmp_path / "build")
     spec = _spec(tmp_path, build)
     client = MlflowClient(spec.mlflow.tracking_uri)
-    exp = client.create_experiment("e")
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
     run = RunDir(tmp_path / "run").create()
-    old = client.create_run(exp, tags={"openwit.manifest_spec_hash": "s0"}).info.run_id  # trained on another build
-    run.set_mlflow_run_id(old)
+
+    def old_run(spec_hash: str, manifest: dict | None) -> str:
+        run_id = client.create_run(exp, tags={"openwit.manifest_spec_hash": spec_hash}).info.run_id
+        if manifest is not None:
+            f = tmp_path / "logged" / "manifest.json"
+            f.parent.mkdir(exist_ok=True)
+            f.write_text(json.dumps(manifest))
+            client.log_artifact(run_id, str(f), artifact_path="build")
+        return run_id
+
+    now = json.loads((build / "manifest.json").read_text())
+    run.set_mlflow_run_id(old_run("s0", {**now, "spec_hash": "s0"}))  # same shards, older spec hash
+    assert run_dir_for(spec, build, spec.mlflow.tracking_uri).data_record["build_name"] == "sample"
+    (run.path / "data.json").unlink()
+    other_shards = {**now, "shards": [{"path": "shards/00000.parquet", "sha256": "f" * 64, "rows": 10}]}
+    run.set_mlflow_run_id(old_run("s1", other_shards))
+    with pytest.raises(SpecError, match="other shards"):
+        run_dir_for(spec, build, spec.mlflow.tracking_uri)
+    run.set_mlflow_run_id(old_run("s0", None))  # nothing logged: the tag decides
     with pytest.raises(SpecError, match="spec hash s0"):
         run_dir_for(spec, build, spec.mlflow.tracking_uri)
-    same = client.create_run(exp, tags={"openwit.manifest_spec_hash": "s1"}).info.run_id
-    run.set_mlflow_run_id(same)
-    assert run_dir_for(spec, build, spec.mlflow.tracking_uri).data_record["build_name"] == "sample"
+    run.set_mlflow_run_id(old_run("s1", None))
+    assert run_dir_for(spec, build, spec.mlflow.tracking_uri).data_record["fingerprint"]
