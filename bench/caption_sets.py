@@ -114,12 +114,17 @@ def html_alts(data: bytes, attrs=("alt", "title")) -> tuple[str | None, list[str
     return (lang.split("-")[0] or None), list(dict.fromkeys(texts))
 
 
+def _git_show(repo: Path, path: str, check: bool = True) -> bytes:
+    """A file of a clone's HEAD (b"" for a missing one when not `check`)."""
+    return subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, check=check).stdout
+
+
 def readability_rows(repo: Path) -> list[dict]:
     names = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", "HEAD", "test/test-pages/"], capture_output=True,
                            text=True, check=True).stdout.split()
     rows = []
     for d in names:
-        data = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{d}/source.html"], capture_output=True, check=False).stdout
+        data = _git_show(repo, f"{d}/source.html", check=False)
         lang, texts = html_alts(data)
         if lang:
             rows += [{"text": t, "lang": lang, "source": f"readability:{Path(d).name}"} for t in texts]
@@ -178,10 +183,6 @@ def cn_clip_rows() -> list[dict]:
     rows += [{"text": t.format(names[(7 * i) % len(names)]), "lang": "zh", "source": "cn_clip:imagenet_templates"}
              for i, t in enumerate(templates)]
     return rows
-
-
-def _git_show(repo: Path, path: str) -> bytes:
-    return subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, check=True).stdout
 
 
 def coco_cn_rows(repo: Path) -> list[dict]:
