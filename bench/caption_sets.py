@@ -21,7 +21,8 @@ rebuilds it). Sources (licences in bench/data/README.md):
                    language is that language ("Скриншот Dishonored: ..." is ru). The product titles,
                    slugs and capitals that language ID misreads are among them
   laion400m-heldout  600 more rows of the same shuffle (1,000-1,599), labelled the same way
-                   after the routing rule was fixed: the one slice no threshold was chosen on
+                   after the routing rule was fixed: no threshold was chosen on it
+  laion400m-heldout2 1,000 more rows (1,600-2,599), labelled before any rule was measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -75,6 +76,16 @@ LAION_HELDOUT_FOREIGN = {3001: "fr", 5079: "pt", 8070: "el", 3428: "fr", 6424: "
                          9519: "es", 3914: "es", 8729: "es", 1430: "it", 551: "fr"}
 LAION_HELDOUT_NEUTRAL = {4905, 4404, 5536, 4517, 5723, 7138, 5345, 6628, 6393, 1184, 6093, 1463, 1752, 4606, 9349, 5811,
                          1789, 7614, 284, 9230, 525, 188, 1632, 282, 423, 9069}
+# a second held-out slice: rows 1,600-2,599, labelled (2026-12-05) before any rule was measured on it;
+# the rule that added the word-evidence veto was chosen on the rows above and then read here once
+LAION_HELDOUT2 = (1600, 2600)
+LAION_HELDOUT2_FOREIGN = {3849: "pt", 6025: "fr", 5891: "zh", 7010: "nl", 4813: "nl", 4368: "es", 5568: "id", 7270: "es",
+                          1147: "de", 3617: "it", 7189: "es", 8132: "ru", 2225: "hu", 5085: "fr", 2569: "es", 4041: "fr",
+                          964: "fr", 8533: "pt", 1394: "it", 3780: "ru", 624: "de", 2266: "fr", 4220: "fr", 1397: "fr",
+                          2978: "fr", 7592: "fr", 919: "it", 326: "fr", 2574: "es", 9051: "fr", 4126: "it", 3073: "de",
+                          1278: "es", 5064: "it", 8934: "fr"}
+LAION_HELDOUT2_NEUTRAL = {9868, 7088, 7383, 5476, 3736, 1035, 9811, 1751, 3982, 9323, 6552, 1353, 4353, 2191, 6935, 7404,
+                          2663, 4070, 8961, 6185, 253, 957, 3223, 2354, 3968}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -156,7 +167,9 @@ def laion_rows() -> list[dict]:
     rows = [{"text": t[i], "lang": LAION_FOREIGN.get(i, "en"), "source": f"laion400m:row{i}"}
             for i in sorted(idx[: LAION_SAMPLE[1]]) if i not in LAION_NEUTRAL]
     return rows + [{"text": t[i], "lang": LAION_HELDOUT_FOREIGN.get(i, "en"), "source": f"laion400m-heldout:row{i}"}
-                   for i in sorted(idx[LAION_HELDOUT[0]:LAION_HELDOUT[1]]) if i not in LAION_HELDOUT_NEUTRAL]
+                   for i in sorted(idx[LAION_HELDOUT[0]:LAION_HELDOUT[1]]) if i not in LAION_HELDOUT_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT2_FOREIGN.get(i, "en"), "source": f"laion400m-heldout2:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT2[0]:LAION_HELDOUT2[1]]) if i not in LAION_HELDOUT2_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:

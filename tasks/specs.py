@@ -175,7 +175,9 @@ class CrawlSpec(Strict):
     english_min_prob: float = Field(0.05, ge=0.0, le=1.0)
     english_min_words: float = Field(0.75, ge=0.0, le=1.0)
     # ...except a caption with a common word of one of lid.176's top three languages that is at least
-    # 100 times rarer in English ("un koala", "Bilde fra ..."; wordfreq's lists): it stays that language
+    # 200 times rarer in English ("un koala", "Bilde fra ..."; wordfreq's lists): it stays that language;
+    # and (with lid_prob_words) any Latin caption, lid.176's English too, a quarter of whose words are
+    # another of lid.176's top languages' words and not English ("Digitales Infrarot Thermometer ...")
     english_foreign_words: bool = True
     wordnet: str = "/usr/share/wordnet"  # WordNet 3.0's index files (Debian's wordnet-base), for lid_prob_words
     # an image URL under more distinct captions than this across the crawl is a placeholder, logo or

@@ -92,6 +92,8 @@ class PairFilter:
         lang, how = self.route(text)
         if how == "foreign_word":
             self.stats.counts["lang_not_rescued_en:foreign_word"] += 1
+        elif how == "other_language_words":
+            self.stats.counts["lang_not_en:other_language_words"] += 1
         if lang not in self.langs and "any" not in self.langs:
             return None, "language"
         if how == "folded":

@@ -16,8 +16,16 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
 - **...unless it has another language's common word** (`english_foreign_words`): a caption
   rescued that way stays in the language lid.176 named when one of its words is common in one of
   lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
-  at least 100 times rarer in English: "un koala" (it), "Bilde fra The Lodge" (nb), "De duistere
+  at least 200 times rarer in English: "un koala" (it), "Bilde fra The Lodge" (nb), "De duistere
   kruistocht" (nl). WordNet knows "un" and "koala"; wordfreq knows which language uses "un".
+- **...or a quarter of its words are another language's** (`english_foreign_words` too): any Latin
+  caption headed for English, lid.176's own English included, goes to one of lid.176's top
+  languages (the first three of its top five that wordfreq has a list of) when at least a quarter of its words are that language's words and not English ones:
+  not in WordNet, seen in wordfreq's list of the language (large list where it has one) at least
+  3 times in 10 million words, and at least 300 times rarer in English. lid.176 reads character
+  n-grams, so a product title that mixes an English brand with another language's words reads as
+  English: "Digitales Infrarot Thermometer Baby Kind Stirn Thermometer Kontaktlos" (de),
+  "Chuteira Society Umbro Attak 2" (pt), "coque iphone 8 papillon" (fr).
 
 bench/language_id.py measures the rules on real captions (bench/data/captions.jsonl).
 """
@@ -59,8 +67,8 @@ def for_lid(text: str) -> str:
     """What lid.176 reads: one line, a text mostly in capitals lower-cased (it learned from sentence
     case: "CANVAS OIL PAINTING" reads as Chinese), URL slugs as words ("ford-explorer-2019")."""
     t = " ".join(text.split())
-    letters = [c for c in t if c.isalpha()]
-    if letters and sum(c.isupper() for c in letters) > 0.6 * len(letters):
+    letters = sum(map(str.isalpha, t))
+    if letters and sum(map(str.isupper, t)) > 0.6 * letters:
         t = t.lower()
     return _SLUG.sub(" ", t)
 
@@ -91,7 +99,7 @@ def detect_lang(text: str) -> str:
 
 def _latin_only(text: str) -> bool:
     """English is written in the Latin script: no letter of another ("Скриншот Dishonored: ...")."""
-    return not any(c.isalpha() and ord(c) > 0x24F for c in text)
+    return text.isascii() or not any(c.isalpha() and ord(c) > 0x24F for c in text)
 
 
 def _cjk_share(text: str) -> float:
@@ -132,13 +140,13 @@ def english_word_share(text: str, words: frozenset[str]) -> float:
 
 PROB_MIN_WORDS = 0.25  # rule lid_prob_words: a caption rescued by P(en) has at least a quarter English words ("Compartilhe": none)
 FOREIGN_MIN_ZIPF = 5.0  # a common word: at least once per 100,000 words of its language (wordfreq's Zipf scale)
-FOREIGN_MIN_RATIO_ZIPF = 2.0  # ... and at least 10**2 = 100 times rarer in English
+FOREIGN_MIN_RATIO_ZIPF = 2.3  # ... and at least 10**2.3 = 200 times rarer in English ("hat", "gut", "soy" are English too)
 
 
 @functools.cache
 def foreign_words(lang: str) -> frozenset[str]:
     """The words of `lang` that mark a caption as not English: common in `lang` (Zipf >= 5 in
-    wordfreq's list) and at least 100 times rarer in English ("un", "fra", "und", "de"); empty for a
+    wordfreq's list) and at least 200 times rarer in English ("un", "fra", "und", "de"); empty for a
     language wordfreq has no list of, and for those it segments with MeCab or jieba (CJK: script decides)."""
     import wordfreq
 
@@ -155,6 +163,61 @@ def foreign_words(lang: str) -> frozenset[str]:
 
 
 _WORD = re.compile(r"[^\W\d_]+")
+EVIDENCE_MIN_ZIPF = 2.5  # a word of the language: at least about 3 times in 10 million words
+EVIDENCE_MIN_RATIO_ZIPF = 2.5  # ... and at least 10**2.5 (about 300) times rarer in English
+EVIDENCE_MIN_SHARE = 0.25  # a quarter of a caption's words
+
+
+def _frequencies(lang: str, wordlist: str) -> dict[str, float]:
+    """wordfreq's frequencies of `lang` ("large" where wordfreq has that list, else "small"), without
+    keeping wordfreq's own cached copy (a large list is about 30 MB in memory)."""
+    import wordfreq
+
+    if wordlist == "large" and lang not in wordfreq.available_languages("large"):
+        wordlist = "small"
+    freqs = wordfreq.get_frequency_dict(lang, wordlist)
+    wordfreq.get_frequency_dict.cache_clear()
+    wordfreq.get_frequency_list.cache_clear()
+    return freqs
+
+
+@functools.cache
+def _english_large() -> dict[str, float]:
+    return _frequencies("en", "large")
+
+
+@functools.cache
+def language_words(lang: str) -> frozenset[str]:
+    """The words that mark a caption as `lang` rather than English: in wordfreq's list of `lang` at Zipf
+    >= 2.5 and at least 10**2.5 times rarer in English's large list ("infrarot", "chuteira", "coque");
+    empty for a language wordfreq has no list of, and for Chinese, Japanese and Korean (script decides)."""
+    import wordfreq
+
+    lang = {"no": "nb"}.get(lang, lang)
+    if lang in ("en", "zh", "ja", "ko") or lang not in wordfreq.available_languages("small"):
+        return frozenset()
+    english, floor = _english_large(), 10 ** (EVIDENCE_MIN_ZIPF - 9)
+    return frozenset(w for w, f in _frequencies(lang, "large").items()
+                     if f >= floor and english.get(w, 0.0) <= f / 10 ** EVIDENCE_MIN_RATIO_ZIPF)
+
+
+def other_language_share(text: str, labels: list[str], english: frozenset[str], at_least: float = 0.0) -> tuple[str | None, float]:
+    """The language among the first three of `labels` (not English, with a word list) whose words
+    (language_words of 2+ letters, less the English words of `english` and their inflections) make up
+    the largest share of `text`'s words, and that share; (None, 0.0) early when fewer than `at_least`
+    of the words could be another language's."""
+    toks = _WORD.findall(for_lid(text).lower())
+    foreign = [w for w in toks if len(w) >= 2 and w not in english and not any(
+        v in english for v in (w.removesuffix("s"), w.removesuffix("es"), w.removesuffix("ed"), w.removesuffix("ing")))]
+    best, share = None, 0.0
+    if not foreign or len(foreign) < at_least * len(toks):
+        return best, share
+    for lang in [lab for lab in labels if lab != "en" and language_words(lab)][:3]:
+        if marks := language_words(lang):
+            s = sum(w in marks for w in foreign) / len(toks)
+            if s > share:
+                best, share = lang, s
+    return best, share
 
 
 def foreign_word(text: str, labels: list[str]) -> str | None:
@@ -169,11 +232,12 @@ class LanguageRouter:
     `how`: "lid" (lid.176 and the script rules), "folded" (a macrolanguage's member), "english_prob"
     (English among the top labels with at least `english_min_prob`), "english_words" (most words
     English), "foreign_word" (would have been rescued, but has a common word of lid.176's top
-    languages), "any" (the build keeps every language)."""
+    languages), "other_language_words" (would have been English, but a quarter of its words are
+    one of lid.176's top languages'), "any" (the build keeps every language)."""
 
     def __init__(self, languages: list[str], fold: bool = True, english_rule: str = "lid_prob_words",
                  english_min_prob: float = 0.05, english_min_words: float = 0.75, wordnet: str | None = None,
-                 english_foreign_words: bool = True):
+                 english_foreign_words: bool = True, other_language_words: bool = True):
         self.any = "any" in languages
         self.languages = set(languages)
         self.fold = {m: lang for lang in self.languages for m in MACROLANGUAGES.get(lang, ())} if fold else {}
@@ -182,11 +246,14 @@ class LanguageRouter:
         self.min_prob, self.min_words = english_min_prob, english_min_words
         self.words = english_words(wordnet) if wordnet and english_rule == "lid_prob_words" and self.rescue_en else None
         self.veto_foreign = english_foreign_words
+        self.veto_other_words = english_foreign_words and other_language_words  # off: measured apart in bench/language_id.py
         self.last_label = ""  # lid.176's label (script rules applied) of the last text routed
 
     def __call__(self, text: str) -> tuple[str, str]:
         scores = lid_scores(text)
         lang = self.last_label = _script(text, scores[0][0])
+        if lang == "en" and not self.any and "en" in self.languages:
+            return self._english(text, scores, "lid")
         if self.any or lang in self.languages:
             return lang, "any" if self.any and lang not in self.languages else "lid"
         if lang in self.fold and _CJK_CHAR.search(text):  # a Wu or Cantonese label on Latin text is noise, not Chinese
@@ -200,5 +267,15 @@ class LanguageRouter:
             if how and self.veto_foreign and foreign_word(text, [lab for lab, _ in scores[:3]]):
                 return lang, "foreign_word"
             if how:
-                return "en", how
+                return self._english(text, scores, how)
         return lang, "lid"
+
+    def _english(self, text: str, scores: list[tuple[str, float]], how: str) -> tuple[str, str]:
+        """English, unless a quarter of a Latin caption's words are the words of one of lid.176's top
+        languages (the first three with a wordfreq list; english_foreign_words with the lid_prob_words
+        rule: it needs WordNet's English words)."""
+        if self.veto_other_words and self.words is not None and _latin_only(text):
+            other, share = other_language_share(text, [lab for lab, _ in scores], self.words, EVIDENCE_MIN_SHARE)
+            if other and share >= EVIDENCE_MIN_SHARE:
+                return other, "other_language_words"
+        return "en", how

@@ -48,7 +48,8 @@ def _language_id_lines(cand: Stats) -> str:
     folded = {k.split(":", 1)[1]: v for k, v in cand.counts.items() if k.startswith("lang_folded:")}
     rescued = cand.counts.get("lang_rescued_en", 0)
     vetoed = cand.counts.get("lang_not_rescued_en:foreign_word", 0)
-    if not folded and not rescued and not vetoed:
+    other_words = cand.counts.get("lang_not_en:other_language_words", 0)
+    if not folded and not rescued and not vetoed and not other_words:
         return ""
     lines = ["Language ID (tasks/crawl/langid.py) routed these alt texts to the build's languages:"]
     lines += [f"- {n:,} labelled `{pair.split('->')[0]}` kept as `{pair.split('->')[1]}` (a macrolanguage's member: "
@@ -61,8 +62,12 @@ def _language_id_lines(cand: Stats) -> str:
                      "titles, names, capitals)")
     if vetoed:
         lines.append(f"- {vetoed:,} not kept as English although they would have been: they hold a common word of the language "
-                     "lid.176 named, at least 100 times rarer in English (`crawl.english_foreign_words`: \"un koala\", "
+                     "lid.176 named, at least 200 times rarer in English (`crawl.english_foreign_words`: \"un koala\", "
                      "\"Bilde fra ...\")")
+    if other_words:
+        lines.append(f"- {other_words:,} not kept as English although lid.176 or the rescue read them so: a quarter of their "
+                     "words are words of one of lid.176's top languages and not English (`crawl.english_foreign_words`: "
+                     "product titles that mix an English brand with another language, \"Digitales Infrarot Thermometer ...\")")
     return "\n".join(lines) + "\n"
 
 
