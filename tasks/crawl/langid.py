@@ -125,6 +125,11 @@ def english_words(wordnet: str) -> frozenset[str]:
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 
 
+def is_english(word: str, words: frozenset[str]) -> bool:
+    """`word` (lower case) or the word it inflects ("-s", "-es", "-ed", "-ing") is one of `words`."""
+    return word in words or any(word.removesuffix(end) in words for end in ("s", "es", "ed", "ing"))
+
+
 def english_word_share(text: str, words: frozenset[str]) -> float:
     """The share of a Latin-script text's words (2+ letters) that are English words or their
     inflections; 0 for text with letters of another script."""
@@ -133,8 +138,7 @@ def english_word_share(text: str, words: frozenset[str]) -> float:
     toks = [w.lower() for w in _LATIN_WORD.findall(text)]
     if not toks:
         return 0.0
-    known = sum(1 for w in toks if any(v in words for v in (w, w.removesuffix("s"), w.removesuffix("es"),
-                                                             w.removesuffix("ed"), w.removesuffix("ing"))))
+    known = sum(1 for w in toks if is_english(w, words))
     return known / len(toks)
 
 
@@ -207,8 +211,7 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
     the largest share of `text`'s words, and that share; (None, 0.0) early when fewer than `at_least`
     of the words could be another language's."""
     toks = _WORD.findall(for_lid(text).lower())
-    foreign = [w for w in toks if len(w) >= 2 and w not in english and not any(
-        v in english for v in (w.removesuffix("s"), w.removesuffix("es"), w.removesuffix("ed"), w.removesuffix("ing")))]
+    foreign = [w for w in toks if len(w) >= 2 and not is_english(w, english)]
     best, share = None, 0.0
     if not foreign or len(foreign) < at_least * len(toks):
         return best, share
