@@ -4,7 +4,8 @@ A stage is declared (`Stage`): its name, the stages whose outputs it reads, the 
 outside its own folder, the part of the spec that keys it, and a plain function that does the
 work and returns `Stats`. The engine, not the stage, decides whether to run it:
 
-    key   = hash(stage name, its spec section and inputs, the keys of the stages it reads)
+    key   = hash(stage name, its spec section and inputs, the keys of the stages it reads,
+                 its rules version: bumped by a code change that changes what the stage writes)
     <stage>/_stage.json = {"key", "state": "started" | "done", "stats"}     (the only marker)
 
   * state done, same key     -> skipped; its stats are returned as they were ("cached")
@@ -122,6 +123,10 @@ class Stage:
     owns: tuple[str, ...] = ()  # outputs outside <build>/<name>/ (removed with the stage's)
     config: Callable[[Any], Any] = lambda ctx: None  # the spec section and inputs that key it
     stats: type[Stats] = Stats  # what fn returns (a typed subclass for stages that report more)
+    # the stage's rules: a change to the code that changes what it writes for the same spec (a new
+    # language-ID rule) bumps it, so a rerun after an upgrade remakes the stage and those after it
+    # instead of trusting outputs made by the old rules; 1 leaves the key as it was before versions
+    version: int = 1
 
 
 @dataclass
@@ -153,7 +158,8 @@ def read_marker(stage_dir: Path) -> dict | None:
 
 def stage_key(ctx: Any, stage: Stage) -> str:
     upstream = [(name, (read_marker(ctx.out / name) or {}).get("key")) for name in stage.reads]
-    blob = json.dumps([stage.name, stage.config(ctx), upstream], sort_keys=True, default=str)
+    parts = [stage.name, stage.config(ctx), upstream] + ([stage.version] if stage.version != 1 else [])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

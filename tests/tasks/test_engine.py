@@ -83,6 +83,23 @@ def test_an_upstream_change_reruns_the_stages_that_read_it(tmp_path):
     assert not skipped and len(calls) == 6
 
 
+def test_new_rules_remake_a_stage_and_the_stages_after_it(tmp_path):
+    """An upgrade that changes what a stage writes for the same spec (Stage.version) is not served
+    the outputs of the old rules; version 1 keeps the keys builds had before versions existed."""
+    import dataclasses
+
+    calls, up = [], Stage("candidates", lambda run: Stats(rows_out=1), config=lambda ctx: ctx.cfg)
+    old_key = engine.stage_key(_ctx(tmp_path), up)
+    engine.run(_ctx(tmp_path), up)
+    engine.run(_ctx(tmp_path), _stage(calls, reads=("candidates",)))
+    assert engine.run(_ctx(tmp_path), up)[1]  # same rules: cached
+    new_rules = dataclasses.replace(up, version=2)
+    assert engine.stage_key(_ctx(tmp_path), new_rules) != old_key
+    assert not engine.run(_ctx(tmp_path), new_rules)[1]  # remade
+    _stats, skipped = engine.run(_ctx(tmp_path), _stage(calls, reads=("candidates",)))
+    assert not skipped and len(calls) == 6  # and the stage that reads it too
+
+
 def test_outputs_from_before_the_engine_are_not_trusted(tmp_path):
     (tmp_path / "manifest").mkdir()
     (tmp_path / "manifest.json").write_text("{}")
