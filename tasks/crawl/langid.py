@@ -20,9 +20,10 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   kruistocht" (nl). WordNet knows "un" and "koala"; wordfreq knows which language uses "un".
 - **...or a quarter of its words are another language's** (`english_foreign_words` too): any Latin
   caption headed for English, lid.176's own English included, goes to one of lid.176's top
-  languages (the first three of its top five that wordfreq has a list of) when at least a quarter of its words are that language's words and not English ones:
-  not in WordNet, seen in wordfreq's list of the language (large list where it has one) at least
-  3 times in 10 million words, and at least 300 times rarer in English. lid.176 reads character
+  languages (the first three of its top five that wordfreq has a list of) when at least a quarter
+  of its words are that language's words and not English ones: not in WordNet, seen in wordfreq's
+  list of the language (the large list where it has one) at least 3 times in 10 million words, and
+  at least 300 times rarer in English. lid.176 reads character
   n-grams, so a product title that mixes an English brand with another language's words reads as
   English: "Digitales Infrarot Thermometer Baby Kind Stirn Thermometer Kontaktlos" (de),
   "Chuteira Society Umbro Attak 2" (pt), "coque iphone 8 papillon" (fr).
@@ -216,10 +217,9 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
     if not foreign or len(foreign) < at_least * len(toks):
         return best, share
     for lang in [lab for lab in labels if lab != "en" and language_words(lab)][:3]:
-        if marks := language_words(lang):
-            s = sum(w in marks for w in foreign) / len(toks)
-            if s > share:
-                best, share = lang, s
+        s = sum(w in language_words(lang) for w in foreign) / len(toks)
+        if s > share:
+            best, share = lang, s
     return best, share
 
 
