@@ -34,7 +34,6 @@ bench/language_id.py measures the rules on real captions (bench/data/captions.js
 from __future__ import annotations
 
 import functools
-import math
 import re
 from pathlib import Path
 
@@ -64,6 +63,7 @@ def lid_model():
     return _FASTTEXT
 
 
+@functools.lru_cache(maxsize=64)  # the router reads one caption through it up to three times (1.14x routing)
 def for_lid(text: str) -> str:
     """What lid.176 reads: one line, a text mostly in capitals lower-cased (it learned from sentence
     case: "CANVAS OIL PAINTING" reads as Chinese), URL slugs as words ("ford-explorer-2019")."""
@@ -148,29 +148,19 @@ FOREIGN_MIN_ZIPF = 5.0  # a common word: at least once per 100,000 words of its 
 FOREIGN_MIN_RATIO_ZIPF = 2.3  # ... and at least 10**2.3 = 200 times rarer in English ("hat", "gut", "soy" are English too)
 
 
-@functools.cache
-def foreign_words(lang: str) -> frozenset[str]:
-    """The words of `lang` that mark a caption as not English: common in `lang` (Zipf >= 5 in
-    wordfreq's list) and at least 200 times rarer in English ("un", "fra", "und", "de"); empty for a
-    language wordfreq has no list of, and for those it segments with MeCab or jieba (CJK: script decides)."""
-    import wordfreq
-
-    lang = {"no": "nb"}.get(lang, lang)
-    if lang in ("en", "zh", "ja", "ko") or lang not in wordfreq.available_languages("small"):
-        return frozenset()
-    english = wordfreq.get_frequency_dict("en", "small")
-    out = set()
-    for word, freq in wordfreq.get_frequency_dict(lang, "small").items():
-        zipf = math.log10(freq) + 9
-        if zipf >= FOREIGN_MIN_ZIPF and (not english.get(word) or math.log10(english[word]) + 9 <= zipf - FOREIGN_MIN_RATIO_ZIPF):
-            out.add(word)
-    return frozenset(out)
-
-
 _WORD = re.compile(r"[^\W\d_]+")
 EVIDENCE_MIN_ZIPF = 2.5  # a word of the language: at least about 3 times in 10 million words
 EVIDENCE_MIN_RATIO_ZIPF = 2.5  # ... and at least 10**2.5 (about 300) times rarer in English
 EVIDENCE_MIN_SHARE = 0.25  # a quarter of a caption's words
+
+
+def _word_list_language(lang: str) -> str | None:
+    """wordfreq's code for lid.176's label `lang`, or None: English itself, a language wordfreq has no
+    list of, and Chinese, Japanese and Korean (segmented with MeCab or jieba; script decides there)."""
+    import wordfreq
+
+    lang = {"no": "nb"}.get(lang, lang)
+    return None if lang in ("en", "zh", "ja", "ko") or lang not in wordfreq.available_languages("small") else lang
 
 
 def _frequencies(lang: str, wordlist: str) -> dict[str, float]:
@@ -187,23 +177,34 @@ def _frequencies(lang: str, wordlist: str) -> dict[str, float]:
 
 
 @functools.cache
-def _english_large() -> dict[str, float]:
-    return _frequencies("en", "large")
+def _english(wordlist: str) -> dict[str, float]:
+    return _frequencies("en", wordlist)
+
+
+def _word_set(lang: str, wordlist: str, min_zipf: float, min_ratio_zipf: float) -> frozenset[str]:
+    """The words of `lang`'s wordfreq list at Zipf >= `min_zipf` that are at least 10**`min_ratio_zipf`
+    times rarer in English's list of the same size (absent counts as rarer); only the set is kept."""
+    code = _word_list_language(lang)
+    if code is None:
+        return frozenset()
+    english, floor, ratio = _english(wordlist), 10 ** (min_zipf - 9), 10**min_ratio_zipf
+    return frozenset(w for w, f in _frequencies(code, wordlist).items() if f >= floor and english.get(w, 0.0) <= f / ratio)
+
+
+@functools.cache
+def foreign_words(lang: str) -> frozenset[str]:
+    """The words of `lang` that mark a caption as not English: common in `lang` (Zipf >= 5 in
+    wordfreq's small list) and at least 200 times rarer in English ("un", "fra", "und", "de"); empty for
+    English, a language wordfreq has no list of, and Chinese, Japanese and Korean (script decides)."""
+    return _word_set(lang, "small", FOREIGN_MIN_ZIPF, FOREIGN_MIN_RATIO_ZIPF)
 
 
 @functools.cache
 def language_words(lang: str) -> frozenset[str]:
-    """The words that mark a caption as `lang` rather than English: in wordfreq's list of `lang` at Zipf
-    >= 2.5 and at least 10**2.5 times rarer in English's large list ("infrarot", "chuteira", "coque");
-    empty for a language wordfreq has no list of, and for Chinese, Japanese and Korean (script decides)."""
-    import wordfreq
-
-    lang = {"no": "nb"}.get(lang, lang)
-    if lang in ("en", "zh", "ja", "ko") or lang not in wordfreq.available_languages("small"):
-        return frozenset()
-    english, floor = _english_large(), 10 ** (EVIDENCE_MIN_ZIPF - 9)
-    return frozenset(w for w, f in _frequencies(lang, "large").items()
-                     if f >= floor and english.get(w, 0.0) <= f / 10 ** EVIDENCE_MIN_RATIO_ZIPF)
+    """The words that mark a caption as `lang` rather than English: in wordfreq's list of `lang` (the
+    large one where there is one) at Zipf >= 2.5 and at least 10**2.5 times rarer in English's large
+    list ("infrarot", "chuteira", "coque"); empty where foreign_words is."""
+    return _word_set(lang, "large", EVIDENCE_MIN_ZIPF, EVIDENCE_MIN_RATIO_ZIPF)
 
 
 def other_language_share(text: str, labels: list[str], english: frozenset[str], at_least: float = 0.0) -> tuple[str | None, float]:
@@ -216,8 +217,8 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
     best, share = None, 0.0
     if not foreign or len(foreign) < at_least * len(toks):
         return best, share
-    for lang in [lab for lab in labels if lab != "en" and language_words(lab)][:3]:
-        s = sum(w in language_words(lang) for w in foreign) / len(toks)
+    for lang, marks in [(lab, words) for lab in labels if lab != "en" and (words := language_words(lab))][:3]:
+        s = sum(w in marks for w in foreign) / len(toks)
         if s > share:
             best, share = lang, s
     return best, share
