@@ -23,6 +23,8 @@ rebuilds it). Sources (licences in bench/data/README.md):
   laion400m-heldout  600 more rows of the same shuffle (1,000-1,599), labelled the same way
                    after the routing rule was fixed: no threshold was chosen on it
   laion400m-heldout2 1,000 more rows (1,600-2,599), labelled before any rule was measured on them
+  laion400m-heldout3 1,000 more rows (2,600-3,599), labelled the same way in a later session,
+                   before the rules changed in that session were measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -86,6 +88,17 @@ LAION_HELDOUT2_FOREIGN = {3849: "pt", 6025: "fr", 5891: "zh", 7010: "nl", 4813: 
                           1278: "es", 5064: "it", 8934: "fr"}
 LAION_HELDOUT2_NEUTRAL = {9868, 7088, 7383, 5476, 3736, 1035, 9811, 1751, 3982, 9323, 6552, 1353, 4353, 2191, 6935, 7404,
                           2663, 4070, 8961, 6185, 253, 957, 3223, 2354, 3968}
+# a third held-out slice: rows 2,600-3,599, labelled (2026-12-05, a new session) before any rule was
+# measured on it; rules changed that session were chosen on the rows above and read here once
+LAION_HELDOUT3 = (2600, 3600)
+LAION_HELDOUT3_FOREIGN = {7946: "pt", 105: "fr", 6377: "fr", 2732: "nl", 7726: "fr", 5101: "ru", 6439: "cs",  # 2,600-2,799
+                          9237: "de", 7364: "fr", 1183: "fr", 1242: "ru", 3944: "it", 4773: "de", 5187: "de", 825: "fr",
+                          2331: "fr", 8845: "es", 1423: "ja",  # 2,800-2,999
+                          8940: "it", 1339: "nl", 1655: "de", 765: "ru", 863: "fr", 4273: "de", 6715: "fr",  # 3,000-3,199
+                          7570: "de", 3299: "de", 1369: "ja", 3918: "pt",  # 3,200-3,399
+                          3216: "es", 9043: "nl", 146: "de", 5663: "es", 264: "es", 446: "de"}  # 3,400-3,599
+LAION_HELDOUT3_NEUTRAL = {1142, 7611, 953, 3133, 1750, 6291, 9250, 8713, 2208, 8570, 5537, 2264, 281, 8466, 8932, 4268,
+                          5312, 1330, 2606, 1157, 8105, 9651, 3085, 1766, 1719}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -169,7 +182,9 @@ def laion_rows() -> list[dict]:
     return rows + [{"text": t[i], "lang": LAION_HELDOUT_FOREIGN.get(i, "en"), "source": f"laion400m-heldout:row{i}"}
                    for i in sorted(idx[LAION_HELDOUT[0]:LAION_HELDOUT[1]]) if i not in LAION_HELDOUT_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT2_FOREIGN.get(i, "en"), "source": f"laion400m-heldout2:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT2[0]:LAION_HELDOUT2[1]]) if i not in LAION_HELDOUT2_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT2[0]:LAION_HELDOUT2[1]]) if i not in LAION_HELDOUT2_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT3_FOREIGN.get(i, "en"), "source": f"laion400m-heldout3:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT3[0]:LAION_HELDOUT3[1]]) if i not in LAION_HELDOUT3_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
