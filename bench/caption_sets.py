@@ -25,6 +25,8 @@ rebuilds it). Sources (licences in bench/data/README.md):
   laion400m-heldout2 1,000 more rows (1,600-2,599), labelled before any rule was measured on them
   laion400m-heldout3 1,000 more rows (2,600-3,599), labelled the same way in a later session,
                    before the rules changed in that session were measured on them
+  laion400m-heldout4 1,000 more rows (3,600-4,599), labelled in that session after heldout3 was read
+                   and before the rules changed after reading it were measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -99,6 +101,19 @@ LAION_HELDOUT3_FOREIGN = {7946: "pt", 105: "fr", 6377: "fr", 2732: "nl", 7726: "
                           3216: "es", 9043: "nl", 146: "de", 5663: "es", 264: "es", 446: "de"}  # 3,400-3,599
 LAION_HELDOUT3_NEUTRAL = {1142, 7611, 953, 3133, 1750, 6291, 9250, 8713, 2208, 8570, 5537, 2264, 281, 8466, 8932, 4268,
                           5312, 1330, 2606, 1157, 8105, 9651, 3085, 1766, 1719}
+# a fourth: rows 3,600-4,599, labelled in the same session as the third, after the third was read
+# and before the rules changed after reading it were measured here
+LAION_HELDOUT4 = (3600, 4600)
+LAION_HELDOUT4_FOREIGN = {3932: "es", 8817: "el", 44: "es", 3408: "nl", 311: "de", 5352: "es", 9948: "fr", 8602: "de",  # 3,600-3,849
+                          9756: "fr", 7411: "es", 5655: "sv", 8170: "fr", 9207: "cs", 9880: "vi", 8383: "de", 1764: "es",
+                          1771: "fr", 8966: "it", 8597: "fr",  # 3,850-4,099
+                          5902: "es", 9572: "it", 6894: "fr", 6148: "ru", 7703: "da", 7907: "fr", 1786: "de", 2161: "ro",
+                          3658: "ru", 2071: "da", 7929: "fr", 2388: "fr", 3647: "nl",  # 4,100-4,349
+                          9921: "it", 4719: "es", 7235: "fr", 9984: "fr", 5718: "fr", 395: "fr", 5143: "ru", 4612: "fr",
+                          2886: "de", 2328: "ru", 9304: "es", 7593: "de", 4754: "de", 9307: "pt"}  # 4,350-4,599
+LAION_HELDOUT4_NEUTRAL = {2039, 6530, 3930, 6212, 8113, 1243, 4252, 248, 4568, 7672, 213, 3538, 8688, 2222, 4471, 1120, 9857,
+                          7258, 7387, 9509, 6078, 3570, 7663, 5083, 9614, 347, 3441, 3986, 6625, 4562, 7020, 263, 3387, 7144,
+                          7928, 3455, 4731, 6695}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -184,7 +199,9 @@ def laion_rows() -> list[dict]:
         [{"text": t[i], "lang": LAION_HELDOUT2_FOREIGN.get(i, "en"), "source": f"laion400m-heldout2:row{i}"}
          for i in sorted(idx[LAION_HELDOUT2[0]:LAION_HELDOUT2[1]]) if i not in LAION_HELDOUT2_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT3_FOREIGN.get(i, "en"), "source": f"laion400m-heldout3:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT3[0]:LAION_HELDOUT3[1]]) if i not in LAION_HELDOUT3_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT3[0]:LAION_HELDOUT3[1]]) if i not in LAION_HELDOUT3_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT4_FOREIGN.get(i, "en"), "source": f"laion400m-heldout4:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT4[0]:LAION_HELDOUT4[1]]) if i not in LAION_HELDOUT4_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
