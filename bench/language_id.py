@@ -173,6 +173,8 @@ ROUTING_RULES = [  # (name, LanguageRouter arguments): what an English or a Chin
 HELD_OUT = {  # LAION slices no threshold was chosen on (bench/caption_sets.py)
     "laion400m-heldout": "LAION rows 1,000-1,599 (labelled after the common-word rule was fixed)",
     "laion400m-heldout2": "LAION rows 1,600-2,599 (labelled before any rule was measured on them)",
+    "laion400m-heldout3": "LAION rows 2,600-3,599 (labelled before the name and domain rules were written)",
+    "laion400m-heldout4": "LAION rows 3,600-4,599 (labelled before the name and domain rules were measured on them)",
 }
 
 

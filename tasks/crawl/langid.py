@@ -13,6 +13,9 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   `lid_prob_words`, at least a quarter of its words are English), or (rule `lid_prob_words`) when
   most of its words are English words (WordNet's lemmas and their inflections): product titles
   and names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
+  Names are left out of the count (a capitalised word that is neither English nor a common word of
+  lid.176's other top languages: "Mansur Gavriel mini top handle leather bag"), and a domain's
+  suffix is no word ("@Dockers.com" is not Portuguese "com").
 - **...unless it has another language's common word** (`english_foreign_words`): a caption
   rescued that way stays in the language lid.176 named when one of its words is common in one of
   lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
@@ -124,6 +127,9 @@ def english_words(wordnet: str) -> frozenset[str]:
 
 
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
+# a domain's suffix is no word ("@Dockers.com" is not Portuguese "com", "amazon.de" not French "de")
+_DOMAIN_SUFFIX = re.compile(r"(?<=[A-Za-z0-9])\.(?:com|net|org|info|biz|io|co|uk|us|de|fr|es|it|nl|ru|br|au|ca|in|pl|pt|eu|jp|cn)\b",
+                            re.IGNORECASE)
 
 
 def is_english(word: str, words: frozenset[str]) -> bool:
@@ -131,16 +137,26 @@ def is_english(word: str, words: frozenset[str]) -> bool:
     return word in words or any(word.removesuffix(end) in words for end in ("s", "es", "ed", "ing"))
 
 
-def english_word_share(text: str, words: frozenset[str]) -> float:
+def _is_name(word: str, english: frozenset[str], common: list[frozenset[str]]) -> bool:
+    """A capitalised word ("Gavriel", not "MAX") that is no English word and no common word of the
+    languages in `common` ("Tapis" is French): a name, which belongs to no language."""
+    low = word.lower()
+    return word[:1].isupper() and not word.isupper() and not is_english(low, english) and not any(low in c for c in common)
+
+
+def english_word_share(text: str, words: frozenset[str], labels: list[str] = ()) -> float:
     """The share of a Latin-script text's words (2+ letters) that are English words or their
-    inflections; 0 for text with letters of another script."""
+    inflections, names left out ("Mansur Gavriel mini top handle leather bag": all of its words;
+    a name is a capitalised word that is neither English nor a common word of the first three of
+    `labels`, lid.176's other top languages); 0 for text with letters of another script."""
     if any(c.isalpha() and ord(c) > 0x24F for c in text):
         return 0.0
-    toks = [w.lower() for w in _LATIN_WORD.findall(text)]
+    toks = _LATIN_WORD.findall(_DOMAIN_SUFFIX.sub("", text))
+    common = [c for lab in labels if lab != "en" and (c := common_words(lab))][:3]
+    toks = [w for w in toks if not _is_name(w, words, common)] or toks
     if not toks:
         return 0.0
-    known = sum(1 for w in toks if is_english(w, words))
-    return known / len(toks)
+    return sum(1 for w in toks if is_english(w.lower(), words)) / len(toks)
 
 
 PROB_MIN_WORDS = 0.25  # rule lid_prob_words: a caption rescued by P(en) has at least a quarter English words ("Compartilhe": none)
@@ -152,6 +168,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 EVIDENCE_MIN_ZIPF = 2.5  # a word of the language: at least about 3 times in 10 million words
 EVIDENCE_MIN_RATIO_ZIPF = 2.5  # ... and at least 10**2.5 (about 300) times rarer in English
 EVIDENCE_MIN_SHARE = 0.25  # a quarter of a caption's words
+COMMON_MIN_ZIPF = 3.0  # a common word, for telling names from words: at least once per million words
 
 
 def _word_list_language(lang: str) -> str | None:
@@ -207,12 +224,22 @@ def language_words(lang: str) -> frozenset[str]:
     return _word_set(lang, "large", EVIDENCE_MIN_ZIPF, EVIDENCE_MIN_RATIO_ZIPF)
 
 
+@functools.cache
+def common_words(lang: str) -> frozenset[str]:
+    """`lang`'s common words (Zipf >= 3 in wordfreq's small list: "tapis", "souris"), English's or not;
+    empty where foreign_words is. A capitalised one of them is not taken for a name."""
+    code = _word_list_language(lang)
+    if code is None:
+        return frozenset()
+    return frozenset(w for w, f in _frequencies(code, "small").items() if f >= 10 ** (COMMON_MIN_ZIPF - 9))
+
+
 def other_language_share(text: str, labels: list[str], english: frozenset[str], at_least: float = 0.0) -> tuple[str | None, float]:
     """The language among the first three of `labels` (not English, with a word list) whose words
     (language_words of 2+ letters, less the English words of `english` and their inflections) make up
     the largest share of `text`'s words, and that share; (None, 0.0) early when fewer than `at_least`
     of the words could be another language's."""
-    toks = _WORD.findall(for_lid(text).lower())
+    toks = _WORD.findall(for_lid(_DOMAIN_SUFFIX.sub("", text)).lower())
     foreign = [w for w in toks if len(w) >= 2 and not is_english(w, english)]
     best, share = None, 0.0
     if not foreign or len(foreign) < at_least * len(toks):
@@ -227,7 +254,7 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
 def foreign_word(text: str, labels: list[str]) -> str | None:
     """The first word of `text` that is a common word of one of `labels` (foreign_words), or None."""
     marks = [foreign_words(lang) for lang in labels if lang != "en"]
-    return next((w for w in _WORD.findall(for_lid(text).lower()) if any(w in m for m in marks)), None)
+    return next((w for w in _WORD.findall(for_lid(_DOMAIN_SUFFIX.sub("", text)).lower()) if any(w in m for m in marks)), None)
 
 
 class LanguageRouter:
@@ -265,7 +292,7 @@ class LanguageRouter:
         if self.keep_all_as_en:
             return "en", "keep_all"  # MetaCLIP 1: matching English entries is the filter
         if self.rescue_en and _latin_only(text):
-            share = english_word_share(text, self.words) if self.words is not None else None
+            share = english_word_share(text, self.words, [lab for lab, _ in scores]) if self.words is not None else None
             how = ("english_prob" if dict(scores).get("en", 0.0) >= self.min_prob and (share is None or share >= PROB_MIN_WORDS) else
                    "english_words" if share is not None and share >= self.min_words else None)
             if how and self.veto_foreign and foreign_word(text, [lab for lab, _ in scores[:3]]):
