@@ -22,7 +22,8 @@ of the Common Crawl excerpt in tests/data/warc, and prefixes of the real zh and 
 
 Routing (what a build keeps, tasks/crawl/langid.py's LanguageRouter) on labelled real captions
 (bench/data/captions.jsonl, made by bench/caption_sets.py with its provenance): English kept by an
-English build, Mandarin kept by a Chinese build, other languages let in, for each rule.
+English build, Mandarin kept by a Chinese build, other languages let in, for each rule;
+bench/results/language_id.png plots each rule's English kept against other languages let in.
 """
 
 from __future__ import annotations
@@ -235,6 +236,44 @@ def routing_rows(rows: list, extra: dict) -> None:
             "en_lost_examples": [r["text"][:80] for r, k in zip(en, en_kept) if not k][:40]}
 
 
+def routing_plot(extra: dict, path: Path) -> None:
+    """Each routing rule as a point, other languages let into an English build against English kept,
+    on every labelled caption and on the LAION rows alone (web alt text), the goal's corner shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, laion in zip(axes, (False, True)):
+        for i, (name, res) in enumerate(extra["routing"].items()):
+            if laion:
+                src = [v for s, v in res["per_source"].items() if s.startswith("laion400m")]
+                e, en, o, on = (sum(int(v[k].split("/")[j]) for v in src) for k, j in
+                                (("en_kept", 0), ("en_kept", 1), ("other_into_en", 0), ("other_into_en", 1)))
+                x, y = 100 * o / on, 100 * e / en
+            else:
+                x, y = 100 * res["other_into_en"], 100 * res["en_kept"]
+            ax.scatter(x, y, s=60 if "(default)" in name else 30, marker="*" if "(default)" in name else "o", zorder=3)
+            ax.annotate(f"{i + 1}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        ax.fill_between([0.5, 1], 99, 100.3, color="0.9", zorder=0)  # the goal
+        ax.axhline(99, color="0.5", lw=0.8, ls="--")
+        ax.axvline(1, color="0.5", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlim(0.5, 130)
+        ax.set_xticks([0.5, 1, 2, 5, 10, 20, 50, 100], ["0.5", "1", "2", "5", "10", "20", "50", "100"])
+        ax.set_xlabel("other languages let into an English build (%)")
+        ax.set_ylabel("English kept (%)")
+        ax.set_ylim(93, 100.3)
+        n = extra["labelled"]
+        ax.set_title("LAION rows (web alt text)" if laion else f"all {n['en'] + n['zh'] + n['other'] + n['names']:,} labelled captions")
+    fig.legend([f"{i + 1}. {name}" for i, name in enumerate(extra["routing"])], loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Routing rules (bench/language_id.py): the goal is the top-left corner, >= 99% English and <= 1% let in")
+    fig.tight_layout(rect=(0, 0.2, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def routing_speed(rows: list) -> None:
     """Captions routed per second by an English build (one thread, steady state: word lists loaded)
     under the default rule, against lid.176's top label alone in the same process, on every LAION
@@ -308,6 +347,7 @@ def main() -> None:
                         f"ja {res['short_ja_accuracy']:.3f}, en {res['short_en_accuracy']:.3f} "
                         f"(n = {short['zh'] and len(short['zh'])}/{len(short['ja'])}/{len(short['en'])})"))
     routing_rows(rows, extra)
+    routing_plot(extra, ROOT / "bench" / "results" / "language_id.png")
     routing_speed(rows)
     report("language_id", rows, extra)
     for name, res in extra.get("routing", {}).items():

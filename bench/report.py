@@ -5,7 +5,8 @@
 
 Each benchmark writes bench/results/<name>.json; results copied back from a lent GPU machine
 (bench/results/gpu/*.json) are added as rows with their own machine column, and sections a
-benchmark writes as bench/results/<name>.md (the scale rehearsal's table and projection) follow.
+benchmark writes as bench/results/<name>.md (the scale rehearsal's table and projection) follow, then
+the plots it draws as bench/results/<name>.png.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main() -> int:
                          f"{r.get('note', '')} | {res['machine']} | {res['date']} |")
     for section in sorted((HERE / "results").glob("*.md")):  # longer write-ups: bench/scale_projection.py's
         lines += ["", section.read_text().rstrip()]
+    for plot in sorted((HERE / "results").glob("*.png")):  # plots a benchmark draws (bench/language_id.py's routing rules)
+        lines += ["", f"![{plot.stem}](results/{plot.name})"]
     if failed:
         lines += ["", f"Failed this run: {', '.join(failed)} (their rows above, if any, are from an earlier run)."]
     (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")
