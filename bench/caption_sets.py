@@ -27,6 +27,7 @@ rebuilds it). Sources (licences in bench/data/README.md):
                    before the rules changed in that session were measured on them
   laion400m-heldout4 1,000 more rows (3,600-4,599), labelled in that session after heldout3 was read
                    and before the rules changed after reading it were measured on them
+  laion400m-heldout5 1,000 more rows (4,600-5,599), the same way after heldout4 was read
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -114,6 +115,18 @@ LAION_HELDOUT4_FOREIGN = {3932: "es", 8817: "el", 44: "es", 3408: "nl", 311: "de
 LAION_HELDOUT4_NEUTRAL = {2039, 6530, 3930, 6212, 8113, 1243, 4252, 248, 4568, 7672, 213, 3538, 8688, 2222, 4471, 1120, 9857,
                           7258, 7387, 9509, 6078, 3570, 7663, 5083, 9614, 347, 3441, 3986, 6625, 4562, 7020, 263, 3387, 7144,
                           7928, 3455, 4731, 6695}
+# a fifth: rows 4,600-5,599, labelled after the fourth was read and before the rules changed after
+# reading it (file-name extensions, acronyms) were measured here
+LAION_HELDOUT5 = (4600, 5600)
+LAION_HELDOUT5_FOREIGN = {3249: "ja", 9544: "nl", 6092: "fr", 5676: "fr", 2860: "es", 8090: "fr", 353: "nl", 6434: "ru",
+                          3084: "it", 755: "pl", 5569: "fr", 3950: "es", 1240: "de",  # 4,600-4,849
+                          3495: "id", 6990: "fr", 9664: "de", 8757: "fr", 9777: "it", 2194: "fr", 168: "fr", 4585: "nl",  # -5,099
+                          634: "fr", 9070: "nl", 3134: "tr", 8425: "fr", 5152: "es", 9363: "de", 4204: "hu", 8439: "es",
+                          1768: "fr", 6696: "id", 1500: "id", 4683: "fr", 1456: "it", 9077: "ru", 2129: "de",  # -5,349
+                          7300: "fr", 8147: "ru", 7755: "fr", 2239: "uk", 6602: "ru", 2539: "es", 895: "ja", 6240: "es",
+                          1355: "de", 4794: "es", 3465: "fr", 7781: "fr", 5860: "pt", 7465: "de"}  # -5,599
+LAION_HELDOUT5_NEUTRAL = {7819, 1659, 6611, 9214, 6328, 3806, 3978, 4210, 1129, 2128, 5892, 6567, 469, 2465, 9687, 3575,
+                          2543, 6705, 7923, 402, 565, 8068, 5827}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -201,7 +214,9 @@ def laion_rows() -> list[dict]:
         [{"text": t[i], "lang": LAION_HELDOUT3_FOREIGN.get(i, "en"), "source": f"laion400m-heldout3:row{i}"}
          for i in sorted(idx[LAION_HELDOUT3[0]:LAION_HELDOUT3[1]]) if i not in LAION_HELDOUT3_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT4_FOREIGN.get(i, "en"), "source": f"laion400m-heldout4:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT4[0]:LAION_HELDOUT4[1]]) if i not in LAION_HELDOUT4_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT4[0]:LAION_HELDOUT4[1]]) if i not in LAION_HELDOUT4_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT5_FOREIGN.get(i, "en"), "source": f"laion400m-heldout5:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT5[0]:LAION_HELDOUT5[1]]) if i not in LAION_HELDOUT5_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
