@@ -176,6 +176,7 @@ HELD_OUT = {  # LAION slices no threshold was chosen on (bench/caption_sets.py)
     "laion400m-heldout2": "LAION rows 1,600-2,599 (labelled before any rule was measured on them)",
     "laion400m-heldout3": "LAION rows 2,600-3,599 (labelled before the name and domain rules were written)",
     "laion400m-heldout4": "LAION rows 3,600-4,599 (labelled before the name and domain rules were measured on them)",
+    "laion400m-heldout5": "LAION rows 4,600-5,599 (labelled before the acronym and file-name rules were measured on them)",
 }
 
 

@@ -14,8 +14,9 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   most of its words are English words (WordNet's lemmas and their inflections): product titles
   and names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
   Names are left out of the count (a capitalised word that is neither English nor a common word of
-  lid.176's other top languages: "Mansur Gavriel mini top handle leather bag"), and a domain's
-  suffix is no word ("@Dockers.com" is not Portuguese "com").
+  lid.176's other top languages: "Mansur Gavriel mini top handle leather bag"; so is a short acronym
+  in a caption not written in capitals: "Kawasaki KX 85/100 MX Motocross ... OEM Colour"), and a
+  domain's or a file's suffix is no word ("@Dockers.com" is not Portuguese "com").
 - **...unless it has another language's common word** (`english_foreign_words`): a caption
   rescued that way stays in the language lid.176 named when one of its words is common in one of
   lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
@@ -127,9 +128,10 @@ def english_words(wordnet: str) -> frozenset[str]:
 
 
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
-# a domain's suffix is no word ("@Dockers.com" is not Portuguese "com", "amazon.de" not French "de")
-_DOMAIN_SUFFIX = re.compile(r"(?<=[A-Za-z0-9])\.(?:com|net|org|info|biz|io|co|uk|us|de|fr|es|it|nl|ru|br|au|ca|in|pl|pt|eu|jp|cn)\b",
-                            re.IGNORECASE)
+# a domain's or a file's suffix is no word ("@Dockers.com" is not Portuguese "com", "amazon.de" not French
+# "de", "...-culottes-87-lfs.jpg" ends in no English word)
+_SUFFIX = re.compile(r"(?<=[A-Za-z0-9])\.(?:com|net|org|info|biz|io|co|uk|us|de|fr|es|it|nl|ru|br|au|ca|in|pl|pt|eu|jp|cn"
+                     r"|jpe?g|png|gif|webp|tiff?|bmp|svg|html?|php|aspx?)\b", re.IGNORECASE)
 
 
 def is_english(word: str, words: frozenset[str]) -> bool:
@@ -137,23 +139,27 @@ def is_english(word: str, words: frozenset[str]) -> bool:
     return word in words or any(word.removesuffix(end) in words for end in ("s", "es", "ed", "ing"))
 
 
-def _is_name(word: str, english: frozenset[str], common: list[frozenset[str]]) -> bool:
-    """A capitalised word ("Gavriel", not "MAX") that is no English word and no common word of the
-    languages in `common` ("Tapis" is French): a name, which belongs to no language."""
+def _is_name(word: str, english: frozenset[str], common: list[frozenset[str]], capitals: bool) -> bool:
+    """A capitalised word ("Gavriel") or, in a caption not written in capitals, an acronym of up to
+    four letters ("KX", "OEM") that is no English word and no common word of the languages in
+    `common` ("Tapis" is French): a name, which belongs to no language."""
     low = word.lower()
-    return word[:1].isupper() and not word.isupper() and not is_english(low, english) and not any(low in c for c in common)
+    shape = (word[:1].isupper() and not word.isupper()) or (not capitals and word.isupper() and len(word) <= 4)
+    return shape and not is_english(low, english) and not any(low in c for c in common)
 
 
 def english_word_share(text: str, words: frozenset[str], labels: list[str] = ()) -> float:
     """The share of a Latin-script text's words (2+ letters) that are English words or their
     inflections, names left out ("Mansur Gavriel mini top handle leather bag": all of its words;
-    a name is a capitalised word that is neither English nor a common word of the first three of
-    `labels`, lid.176's other top languages); 0 for text with letters of another script."""
+    a name is a capitalised word or a short acronym that is neither English nor a common word of the
+    first three of `labels`, lid.176's other top languages); 0 for text with letters of another script."""
     if any(c.isalpha() and ord(c) > 0x24F for c in text):
         return 0.0
-    toks = _LATIN_WORD.findall(_DOMAIN_SUFFIX.sub("", text))
+    toks = _LATIN_WORD.findall(_SUFFIX.sub("", text))
     common = [c for lab in labels if lab != "en" and (c := common_words(lab))][:3]
-    toks = [w for w in toks if not _is_name(w, words, common)] or toks
+    letters = sum(map(str.isalpha, text))
+    capitals = sum(map(str.isupper, text)) > 0.6 * letters  # as for_lid reads it: all of it in capitals
+    toks = [w for w in toks if not _is_name(w, words, common, capitals)] or toks
     if not toks:
         return 0.0
     return sum(1 for w in toks if is_english(w.lower(), words)) / len(toks)
@@ -239,7 +245,7 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
     (language_words of 2+ letters, less the English words of `english` and their inflections) make up
     the largest share of `text`'s words, and that share; (None, 0.0) early when fewer than `at_least`
     of the words could be another language's."""
-    toks = _WORD.findall(for_lid(_DOMAIN_SUFFIX.sub("", text)).lower())
+    toks = _WORD.findall(for_lid(_SUFFIX.sub("", text)).lower())
     foreign = [w for w in toks if len(w) >= 2 and not is_english(w, english)]
     best, share = None, 0.0
     if not foreign or len(foreign) < at_least * len(toks):
@@ -254,7 +260,7 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
 def foreign_word(text: str, labels: list[str]) -> str | None:
     """The first word of `text` that is a common word of one of `labels` (foreign_words), or None."""
     marks = [foreign_words(lang) for lang in labels if lang != "en"]
-    return next((w for w in _WORD.findall(for_lid(_DOMAIN_SUFFIX.sub("", text)).lower()) if any(w in m for m in marks)), None)
+    return next((w for w in _WORD.findall(for_lid(_SUFFIX.sub("", text)).lower()) if any(w in m for m in marks)), None)
 
 
 class LanguageRouter:

@@ -102,7 +102,9 @@ def test_english_is_rescued_only_in_the_latin_script_and_by_probability_only_wit
 # real LAION-400M rows (a later held-out slice of bench/data/captions.jsonl) in English that lid.176
 # reads as German, Czech or Polish: a brand or a person's name and English words
 ENGLISH_WITH_BRANDS = ["Mansur Gavriel mini top handle leather bag", "IN PICS! Soubin Sahir Ties The Knot With Jamia!",
-                       "Nin Jiom Herbal Candy - Tangerine-Lemon"]
+                       "Nin Jiom Herbal Candy - Tangerine-Lemon",
+                       "Kawasaki KX 85/100 MX Motocross Polisport Kit 2001-2013 OEM Colour 2011-2012",  # acronyms
+                       "7672-eco-cotton-culottes-87-lfs.jpg"]  # a file name
 
 
 def test_names_do_not_count_against_english_and_a_domain_suffix_is_no_word():
@@ -116,7 +118,9 @@ def test_names_do_not_count_against_english_and_a_domain_suffix_is_no_word():
         assert labels[0] != "en" and dict(lid_scores(text)).get("en", 0) < 0.05, text  # neither lid.176 nor P(en) keeps it
         assert sum(is_english(w.lower(), words) for w in toks) / len(toks) < 0.75, text  # names counted, it was lost
         assert english_word_share(text, words, labels) >= 0.75 and en(text) == ("en", "english_words"), text
-    # a capitalised common word of lid.176's languages is a word, not a name ("Damen", "Tasche")
+    # a caption written in capitals has no acronyms; a capitalised common word of lid.176's languages is a
+    # word, not a name ("Damen", "Tasche")
+    assert english_word_share("SALE RED KX DRESS", words, []) == 0.75 and english_word_share("Sale Red KX Dress", words, []) == 1.0
     assert english_word_share("Damen Tasche Carmen - Shopper", words, ["de", "en", "pt"]) <= 0.25
     assert english_word_share("Intellectuels communistes", words, ["fr", "en"]) == 0.5
     # "@Dockers.com" (a real LAION row) is not Portuguese "com"
