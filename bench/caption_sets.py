@@ -28,6 +28,7 @@ rebuilds it). Sources (licences in bench/data/README.md):
   laion400m-heldout4 1,000 more rows (3,600-4,599), labelled in that session after heldout3 was read
                    and before the rules changed after reading it were measured on them
   laion400m-heldout5 1,000 more rows (4,600-5,599), the same way after heldout4 was read
+  laion400m-heldout6 1,000 more rows (5,600-6,599), labelled after the last rule change, read once
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -127,6 +128,18 @@ LAION_HELDOUT5_FOREIGN = {3249: "ja", 9544: "nl", 6092: "fr", 5676: "fr", 2860: 
                           1355: "de", 4794: "es", 3465: "fr", 7781: "fr", 5860: "pt", 7465: "de"}  # -5,599
 LAION_HELDOUT5_NEUTRAL = {7819, 1659, 6611, 9214, 6328, 3806, 3978, 4210, 1129, 2128, 5892, 6567, 469, 2465, 9687, 3575,
                           2543, 6705, 7923, 402, 565, 8068, 5827}
+# a sixth: rows 5,600-6,599, labelled after every rule change of that session, read once with the final rules
+LAION_HELDOUT6 = (5600, 6600)
+LAION_HELDOUT6_FOREIGN = {9104: "nl", 1412: "fr", 5145: "de", 6462: "es", 4910: "fr", 6009: "de", 1103: "pl", 7295: "ru",
+                          9897: "fr",  # 5,600-5,849
+                          1094: "de", 1692: "da", 1168: "ru", 3247: "de", 6026: "es", 9594: "id", 7727: "de", 6098: "it",
+                          2379: "it", 4633: "fr",  # -6,099
+                          6809: "hu", 744: "it", 7968: "es", 4797: "de", 5400: "de", 614: "es", 577: "pl", 9393: "ro",
+                          4107: "sv", 1596: "hu",  # -6,349
+                          6583: "de", 9623: "tr", 2120: "de", 8286: "es", 1289: "de", 2181: "es", 5664: "de", 9991: "it",
+                          6685: "pt", 5157: "ru", 442: "de", 9874: "pl"}  # -6,599
+LAION_HELDOUT6_NEUTRAL = {7165, 3206, 7067, 8599, 2674, 4331, 2395, 6181, 111, 6045, 3738, 662, 9853, 7140, 3900, 6286, 4752,
+                          3112}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -216,7 +229,9 @@ def laion_rows() -> list[dict]:
         [{"text": t[i], "lang": LAION_HELDOUT4_FOREIGN.get(i, "en"), "source": f"laion400m-heldout4:row{i}"}
          for i in sorted(idx[LAION_HELDOUT4[0]:LAION_HELDOUT4[1]]) if i not in LAION_HELDOUT4_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT5_FOREIGN.get(i, "en"), "source": f"laion400m-heldout5:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT5[0]:LAION_HELDOUT5[1]]) if i not in LAION_HELDOUT5_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT5[0]:LAION_HELDOUT5[1]]) if i not in LAION_HELDOUT5_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT6_FOREIGN.get(i, "en"), "source": f"laion400m-heldout6:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT6[0]:LAION_HELDOUT6[1]]) if i not in LAION_HELDOUT6_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
