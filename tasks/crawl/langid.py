@@ -72,10 +72,15 @@ def for_lid(text: str) -> str:
     """What lid.176 reads: one line, a text mostly in capitals lower-cased (it learned from sentence
     case: "CANVAS OIL PAINTING" reads as Chinese), URL slugs as words ("ford-explorer-2019")."""
     t = " ".join(text.split())
-    letters = sum(map(str.isalpha, t))
-    if letters and sum(map(str.isupper, t)) > 0.6 * letters:
+    if _in_capitals(t):
         t = t.lower()
     return _SLUG.sub(" ", t)
+
+
+def _in_capitals(text: str) -> bool:
+    """More than 60% of the text's letters are capitals: "CANVAS OIL PAINTING ..." is written in capitals."""
+    letters = sum(map(str.isalpha, text))
+    return letters > 0 and sum(map(str.isupper, text)) > 0.6 * letters
 
 
 def lid_scores(text: str, k: int = 5) -> list[tuple[str, float]]:
@@ -157,8 +162,7 @@ def english_word_share(text: str, words: frozenset[str], labels: list[str] = ())
         return 0.0
     toks = _LATIN_WORD.findall(_SUFFIX.sub("", text))
     common = [c for lab in labels if lab != "en" and (c := common_words(lab))][:3]
-    letters = sum(map(str.isalpha, text))
-    capitals = sum(map(str.isupper, text)) > 0.6 * letters  # as for_lid reads it: all of it in capitals
+    capitals = _in_capitals(text)
     toks = [w for w in toks if not _is_name(w, words, common, capitals)] or toks
     if not toks:
         return 0.0
