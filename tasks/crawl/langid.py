@@ -158,7 +158,7 @@ def english_word_share(text: str, words: frozenset[str], labels: list[str] = ())
     inflections, names left out ("Mansur Gavriel mini top handle leather bag": all of its words;
     a name is a capitalised word or a short acronym that is neither English nor a common word of the
     first three of `labels`, lid.176's other top languages); 0 for text with letters of another script."""
-    if any(c.isalpha() and ord(c) > 0x24F for c in text):
+    if not _latin_only(text):
         return 0.0
     toks = _LATIN_WORD.findall(_SUFFIX.sub("", text))
     common = [c for lab in labels if lab != "en" and (c := common_words(lab))][:3]
@@ -208,14 +208,18 @@ def _english(wordlist: str) -> dict[str, float]:
     return _frequencies("en", wordlist)
 
 
-def _word_set(lang: str, wordlist: str, min_zipf: float, min_ratio_zipf: float) -> frozenset[str]:
+def _word_set(lang: str, wordlist: str, min_zipf: float, min_ratio_zipf: float | None) -> frozenset[str]:
     """The words of `lang`'s wordfreq list at Zipf >= `min_zipf` that are at least 10**`min_ratio_zipf`
-    times rarer in English's list of the same size (absent counts as rarer); only the set is kept."""
+    times rarer in English's list of the same size (absent counts as rarer; None: English's or not);
+    only the set is kept."""
     code = _word_list_language(lang)
     if code is None:
         return frozenset()
-    english, floor, ratio = _english(wordlist), 10 ** (min_zipf - 9), 10**min_ratio_zipf
-    return frozenset(w for w, f in _frequencies(code, wordlist).items() if f >= floor and english.get(w, 0.0) <= f / ratio)
+    floor, freqs = 10 ** (min_zipf - 9), _frequencies(code, wordlist)
+    if min_ratio_zipf is None:
+        return frozenset(w for w, f in freqs.items() if f >= floor)
+    english, ratio = _english(wordlist), 10**min_ratio_zipf
+    return frozenset(w for w, f in freqs.items() if f >= floor and english.get(w, 0.0) <= f / ratio)
 
 
 @functools.cache
@@ -238,10 +242,13 @@ def language_words(lang: str) -> frozenset[str]:
 def common_words(lang: str) -> frozenset[str]:
     """`lang`'s common words (Zipf >= 3 in wordfreq's small list: "tapis", "souris"), English's or not;
     empty where foreign_words is. A capitalised one of them is not taken for a name."""
-    code = _word_list_language(lang)
-    if code is None:
-        return frozenset()
-    return frozenset(w for w, f in _frequencies(code, "small").items() if f >= 10 ** (COMMON_MIN_ZIPF - 9))
+    return _word_set(lang, "small", COMMON_MIN_ZIPF, None)
+
+
+@functools.lru_cache(maxsize=64)  # foreign_word and other_language_share read the same caption
+def _lower_words(text: str) -> tuple[str, ...]:
+    """The words the word checks read, lower case: what lid.176 reads, domain and file suffixes dropped."""
+    return tuple(_WORD.findall(for_lid(_SUFFIX.sub("", text)).lower()))
 
 
 def other_language_share(text: str, labels: list[str], english: frozenset[str], at_least: float = 0.0) -> tuple[str | None, float]:
@@ -249,7 +256,7 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
     (language_words of 2+ letters, less the English words of `english` and their inflections) make up
     the largest share of `text`'s words, and that share; (None, 0.0) early when fewer than `at_least`
     of the words could be another language's."""
-    toks = _WORD.findall(for_lid(_SUFFIX.sub("", text)).lower())
+    toks = _lower_words(text)
     foreign = [w for w in toks if len(w) >= 2 and not is_english(w, english)]
     best, share = None, 0.0
     if not foreign or len(foreign) < at_least * len(toks):
@@ -264,7 +271,7 @@ def other_language_share(text: str, labels: list[str], english: frozenset[str], 
 def foreign_word(text: str, labels: list[str]) -> str | None:
     """The first word of `text` that is a common word of one of `labels` (foreign_words), or None."""
     marks = [foreign_words(lang) for lang in labels if lang != "en"]
-    return next((w for w in _WORD.findall(for_lid(_SUFFIX.sub("", text)).lower()) if any(w in m for m in marks)), None)
+    return next((w for w in _lower_words(text) if any(w in m for m in marks)), None)
 
 
 class LanguageRouter:
