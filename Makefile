@@ -36,8 +36,11 @@ wordnet:
 	  fi; \
 	fi
 
+# Two pytest-xdist workers, one test file each at a time (a file's module fixtures build once): the
+# flows tests mostly wait on process starts, so two overlap well even on two cores.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: install
 	$(PY) -m flows.demo

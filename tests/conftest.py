@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,14 @@ REAL = REPO / "tests" / "data"  # real third-party samples, with their provenanc
 from flows.env import apply_quiet_env
 
 apply_quiet_env()
+if os.environ.get("PYTEST_XDIST_WORKER") and "OPENWIT_TEST_PREFECT_HOME" not in os.environ:
+    # `make test` runs two pytest-xdist workers: each its own Prefect database (its children, which may
+    # import this file again, inherit it)
+    import atexit
+    import shutil
+
+    home = os.environ["PREFECT_HOME"] = os.environ["OPENWIT_TEST_PREFECT_HOME"] = tempfile.mkdtemp(prefix="openwit-prefect-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
 
 
 def real(rel: str) -> Path:
