@@ -29,6 +29,8 @@ rebuilds it). Sources (licences in bench/data/README.md):
                    and before the rules changed after reading it were measured on them
   laion400m-heldout5 1,000 more rows (4,600-5,599), the same way after heldout4 was read
   laion400m-heldout6 1,000 more rows (5,600-6,599), labelled after the last rule change, read once
+  laion400m-heldout7 1,000 more rows (6,600-7,599), labelled in a later session before any rule
+                   changed in it was measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -140,6 +142,17 @@ LAION_HELDOUT6_FOREIGN = {9104: "nl", 1412: "fr", 5145: "de", 6462: "es", 4910: 
                           6685: "pt", 5157: "ru", 442: "de", 9874: "pl"}  # -6,599
 LAION_HELDOUT6_NEUTRAL = {7165, 3206, 7067, 8599, 2674, 4331, 2395, 6181, 111, 6045, 3738, 662, 9853, 7140, 3900, 6286, 4752,
                           3112}
+LAION_HELDOUT7 = (6600, 7600)  # labelled in a later session, before any rule changed in it was measured on them
+LAION_HELDOUT7_FOREIGN = {5269: "nl", 5225: "de", 203: "fi", 6650: "es", 8879: "es", 8759: "th", 2118: "es", 6124: "no",
+                          6245: "it", 4643: "fr",  # 6,600-6,849
+                          9786: "fr", 389: "it", 4262: "id", 4775: "fr", 6137: "it", 8002: "nl", 3724: "fr", 1777: "ru",
+                          2623: "fr", 9130: "sv", 8791: "it",  # -7,099
+                          6072: "id", 2003: "zh", 8957: "bs", 1351: "no", 4426: "es", 9495: "sv", 6186: "fr",  # -7,349
+                          2437: "ru", 8581: "pl", 7336: "pt", 7219: "sl", 1840: "it", 872: "fr", 5482: "fr", 9820: "es",
+                          9709: "fr"}  # -7,599
+LAION_HELDOUT7_NEUTRAL = {8604, 6599, 646, 9510, 1986, 1501, 4760, 1610, 3579, 2865, 2646, 4181, 4674, 5837, 4003, 278, 9035,
+                          6302, 3629, 2216, 1457, 4365, 2112, 2510, 9998, 917, 2889, 4724, 5667, 5286, 8062, 9224, 8082, 1557,
+                          1081, 2811, 5979}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -231,7 +244,9 @@ def laion_rows() -> list[dict]:
         [{"text": t[i], "lang": LAION_HELDOUT5_FOREIGN.get(i, "en"), "source": f"laion400m-heldout5:row{i}"}
          for i in sorted(idx[LAION_HELDOUT5[0]:LAION_HELDOUT5[1]]) if i not in LAION_HELDOUT5_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT6_FOREIGN.get(i, "en"), "source": f"laion400m-heldout6:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT6[0]:LAION_HELDOUT6[1]]) if i not in LAION_HELDOUT6_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT6[0]:LAION_HELDOUT6[1]]) if i not in LAION_HELDOUT6_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT7_FOREIGN.get(i, "en"), "source": f"laion400m-heldout7:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT7[0]:LAION_HELDOUT7[1]]) if i not in LAION_HELDOUT7_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
