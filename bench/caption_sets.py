@@ -28,7 +28,7 @@ rebuilds it). Sources (licences in bench/data/README.md):
   laion400m-heldout4 1,000 more rows (3,600-4,599), labelled in that session after heldout3 was read
                    and before the rules changed after reading it were measured on them
   laion400m-heldout5 1,000 more rows (4,600-5,599), the same way after heldout4 was read
-  laion400m-heldout6 1,000 more rows (5,600-6,599), labelled after the last rule change, read once
+  laion400m-heldout6 1,000 more rows (5,600-6,599), labelled after the acronym rules were fixed, read once
   laion400m-heldout7 1,000 more rows (6,600-7,599), labelled in a later session before any rule
                    changed in it was measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt

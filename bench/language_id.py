@@ -177,8 +177,8 @@ HELD_OUT = {  # LAION slices no threshold was chosen on (bench/caption_sets.py)
     "laion400m-heldout3": "LAION rows 2,600-3,599 (labelled before the name and domain rules were written)",
     "laion400m-heldout4": "LAION rows 3,600-4,599 (labelled before the name and domain rules were measured on them)",
     "laion400m-heldout5": "LAION rows 4,600-5,599 (labelled before the acronym and file-name rules were measured on them)",
-    "laion400m-heldout6": "LAION rows 5,600-6,599 (labelled after the last rule change, read once)",
-    "laion400m-heldout7": "LAION rows 6,600-7,599 (labelled before the rules of the session that labelled them were measured on them)",
+    "laion400m-heldout6": "LAION rows 5,600-6,599 (labelled before the code rule was written)",
+    "laion400m-heldout7": "LAION rows 6,600-7,599 (labelled before the code rule was measured on them, read once)",
 }
 
 

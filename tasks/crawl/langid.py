@@ -137,6 +137,13 @@ _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 # "de", "...-culottes-87-lfs.jpg" ends in no English word)
 _SUFFIX = re.compile(r"(?<=[A-Za-z0-9])\.(?:com|net|org|info|biz|io|co|uk|us|de|fr|es|it|nl|ru|br|au|ca|in|pl|pt|eu|jp|cn"
                      r"|jpe?g|png|gif|webp|tiff?|bmp|svg|html?|php|aspx?)\b", re.IGNORECASE)
+# a token of letters glued to digits is a code, not words ("MT610V5" holds no Czech "v", "4pcs" no "pcs")
+_CODE = re.compile(r"(?<![^\W_])[^\W_]*\d[^\W_]*")  # from a token's start only: linear
+
+
+def _words_only(text: str) -> str:
+    """`text` without domain and file suffixes and codes: the words english_word_share reads."""
+    return _CODE.sub(" ", _SUFFIX.sub("", text))
 
 
 def is_english(word: str, words: frozenset[str]) -> bool:
@@ -160,7 +167,7 @@ def english_word_share(text: str, words: frozenset[str], labels: list[str] = ())
     first three of `labels`, lid.176's other top languages); 0 for text with letters of another script."""
     if not _latin_only(text):
         return 0.0
-    toks = _LATIN_WORD.findall(_SUFFIX.sub("", text))
+    toks = _LATIN_WORD.findall(_words_only(text))
     common = [c for lab in labels if lab != "en" and (c := common_words(lab))][:3]
     capitals = _in_capitals(text)
     toks = [w for w in toks if not _is_name(w, words, common, capitals)] or toks
@@ -247,8 +254,8 @@ def common_words(lang: str) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=64)  # foreign_word and other_language_share read the same caption
 def _lower_words(text: str) -> tuple[str, ...]:
-    """The words the word checks read, lower case: what lid.176 reads, domain and file suffixes dropped."""
-    return tuple(_WORD.findall(for_lid(_SUFFIX.sub("", text)).lower()))
+    """The words the word checks read, lower case: what lid.176 reads, domain and file suffixes and codes dropped."""
+    return tuple(_WORD.findall(_CODE.sub(" ", for_lid(_SUFFIX.sub("", text))).lower()))  # for_lid's cache: what lid.176 read
 
 
 def other_language_share(text: str, labels: list[str], english: frozenset[str], at_least: float = 0.0) -> tuple[str | None, float]:

@@ -128,6 +128,19 @@ def test_names_do_not_count_against_english_and_a_domain_suffix_is_no_word():
     assert foreign_word("Deals List: @Dockers.com", ["pt", "ca"]) is None and en("Deals List: @Dockers.com")[0] == "en"
 
 
+def test_letters_glued_to_digits_are_a_code_not_a_word():
+    """A real LAION row (held-out slice 6) that lid.176 reads as Czech: the "V" of the model code
+    "MT610V5" was taken for Czech "v" ("in") and kept the caption out of an English build."""
+    from tasks.crawl.langid import foreign_word
+
+    text = "New Balance Mens MT610V5 Trail Shoe, Black/Gold Rush, 10 4E US Black/Gold Rush"
+    labels = [lab for lab, _ in lid_scores(text)]
+    assert labels[0] == "cs" and "en" not in labels[:3]
+    assert foreign_word("New Balance Mens MT610 v 5 Trail Shoe", labels[:3]) == "v"  # the word, standing alone, is Czech
+    assert foreign_word(text, labels[:3]) is None
+    assert LanguageRouter(["en"], wordnet="/usr/share/wordnet")(text) == ("en", "english_words")
+
+
 def test_the_filter_counts_how_each_caption_was_routed():
     from tasks.crawl.filters import PairFilter
     from tasks.specs import CrawlSpec
