@@ -31,6 +31,8 @@ rebuilds it). Sources (licences in bench/data/README.md):
   laion400m-heldout6 1,000 more rows (5,600-6,599), labelled after the acronym rules were fixed, read once
   laion400m-heldout7 1,000 more rows (6,600-7,599), labelled in a later session before any rule
                    changed in it was measured on them
+  laion400m-heldout8 1,000 more rows (7,600-8,599), labelled in that session after heldout7 was
+                   read, before any rule was measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -153,6 +155,17 @@ LAION_HELDOUT7_FOREIGN = {5269: "nl", 5225: "de", 203: "fi", 6650: "es", 8879: "
 LAION_HELDOUT7_NEUTRAL = {8604, 6599, 646, 9510, 1986, 1501, 4760, 1610, 3579, 2865, 2646, 4181, 4674, 5837, 4003, 278, 9035,
                           6302, 3629, 2216, 1457, 4365, 2112, 2510, 9998, 917, 2889, 4724, 5667, 5286, 8062, 9224, 8082, 1557,
                           1081, 2811, 5979}
+LAION_HELDOUT8 = (7600, 8600)  # labelled in the same session, after heldout7 was read, before any rule was measured on them
+LAION_HELDOUT8_FOREIGN = {975: "de", 9545: "es", 7501: "it", 7305: "nl", 9702: "fr", 7070: "de", 5095: "it", 5318: "fr",  # -7,849
+                          6292: "de", 9729: "nl", 3713: "it", 9888: "fr", 48: "nl", 9078: "sv", 2684: "es", 8745: "pt",
+                          9348: "ru", 604: "it", 5065: "fr", 5805: "es", 8506: "pt", 9917: "de", 704: "it", 768: "ja",
+                          2220: "it",  # -8,099
+                          7882: "id", 2491: "fr", 6347: "de", 1479: "ro", 9802: "pl", 7268: "de", 3402: "fr", 8822: "fi",
+                          3717: "es", 5022: "fr",  # -8,349
+                          7077: "fr", 2532: "it", 8067: "bg", 9007: "fr", 9469: "de", 6253: "nl", 8462: "el", 8278: "es",
+                          6710: "ja", 5739: "de", 8990: "id", 8457: "ja"}  # -8,599
+LAION_HELDOUT8_NEUTRAL = {3056, 2019, 6587, 6691, 7575, 3030, 654, 6752, 2272, 8651, 4878, 4242, 3600, 91, 5972, 6252, 2235,
+                          9688, 8530, 2814, 9416, 7970, 5819, 8308, 4168, 2538, 4858, 3731, 4510, 4505, 2472}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -246,7 +259,9 @@ def laion_rows() -> list[dict]:
         [{"text": t[i], "lang": LAION_HELDOUT6_FOREIGN.get(i, "en"), "source": f"laion400m-heldout6:row{i}"}
          for i in sorted(idx[LAION_HELDOUT6[0]:LAION_HELDOUT6[1]]) if i not in LAION_HELDOUT6_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT7_FOREIGN.get(i, "en"), "source": f"laion400m-heldout7:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT7[0]:LAION_HELDOUT7[1]]) if i not in LAION_HELDOUT7_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT7[0]:LAION_HELDOUT7[1]]) if i not in LAION_HELDOUT7_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT8_FOREIGN.get(i, "en"), "source": f"laion400m-heldout8:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT8[0]:LAION_HELDOUT8[1]]) if i not in LAION_HELDOUT8_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
