@@ -227,6 +227,13 @@ def routing_rows(rows: list, extra: dict) -> None:
             rows.append(row(f"routing {name} on every LAION row: English kept", 100 * e_kept / e_n, None, "%",
                             f"other languages let in {o_in}/{o_n} ({100 * o_in / o_n:.1f}%): "
                             f"{100 * o_in / (e_kept + o_in):.2f}% of the captions kept as English are another language"))
+        rest = [per_source[s] for s in per_source if not s.startswith("laion400m")]
+        if rest and ("(default)" in name or "top label only" in name):  # sentences and class names: the easy sources
+            e_kept, e_n, o_in, o_n = (sum(int(p[k].split("/")[i]) for p in rest) for k, i in
+                                      (("en_kept", 0), ("en_kept", 1), ("other_into_en", 0), ("other_into_en", 1)))
+            rows.append(row(f"routing {name} on every source but LAION (Wikipedia, news pages, Multi30k, spaCy, class names): "
+                            "English kept", 100 * e_kept / e_n, None, "%",
+                            f"other languages let in {o_in}/{o_n} ({100 * o_in / o_n:.2f}%)"))
         for src, what in HELD_OUT.items():
             held = per_source.get(src)
             if held and ("(default)" in name or "common word" in name):
