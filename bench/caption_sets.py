@@ -33,6 +33,8 @@ rebuilds it). Sources (licences in bench/data/README.md):
                    changed in it was measured on them
   laion400m-heldout8 1,000 more rows (7,600-8,599), labelled in that session after heldout7 was
                    read, before any rule was measured on them
+  laion400m-heldout9 1,000 more rows (8,600-9,599), labelled in that session after heldout8 was
+                   read, before the rule tried after it was measured on them
   cn_clip      zh  Chinese-CLIP's 1,000 Chinese ImageNet class names and its 80 Chinese prompt
                    templates (each filled with one class name), from the cn_clip package
   coco_cn      zh  the 4,712 manually written Chinese captions of COCO-CN's 2021 extension
@@ -166,6 +168,19 @@ LAION_HELDOUT8_FOREIGN = {975: "de", 9545: "es", 7501: "it", 7305: "nl", 9702: "
                           6710: "ja", 5739: "de", 8990: "id", 8457: "ja"}  # -8,599
 LAION_HELDOUT8_NEUTRAL = {3056, 2019, 6587, 6691, 7575, 3030, 654, 6752, 2272, 8651, 4878, 4242, 3600, 91, 5972, 6252, 2235,
                           9688, 8530, 2814, 9416, 7970, 5819, 8308, 4168, 2538, 4858, 3731, 4510, 4505, 2472}
+LAION_HELDOUT9 = (8600, 9600)  # labelled in the same session, after heldout8 was read, before any rule was measured on them
+LAION_HELDOUT9_FOREIGN = {7961: "de", 6723: "de", 8052: "fr", 251: "pt", 3272: "fr", 8936: "th", 9599: "fr", 163: "de",
+                          1954: "no", 7523: "de", 593: "ru", 330: "es",  # -8,849
+                          996: "de", 2829: "nl", 8138: "es", 6004: "es", 6300: "fr", 3942: "es", 7471: "pl", 4725: "fr",
+                          2143: "it",  # -9,099
+                          4740: "fr", 9254: "el", 8086: "it", 3218: "el", 7330: "fr", 3520: "de", 3984: "de", 8298: "ja",
+                          9330: "da", 2469: "de", 8692: "hi", 7827: "fr", 6348: "nl", 9111: "it", 9547: "es", 4640: "fr",
+                          7852: "ru",  # -9,349
+                          7700: "fr", 4431: "nl", 4075: "pt", 1678: "es", 603: "fr", 3446: "cs", 2387: "bg", 2821: "es",
+                          5669: "es", 923: "nl", 383: "es"}  # -9,599
+LAION_HELDOUT9_NEUTRAL = {9583, 6119, 9621, 7904, 5072, 5259, 949, 647, 8527, 7561, 7538, 4784, 7460, 9796, 9953, 3100, 3406,
+                          3707, 1510, 4921, 8846, 782, 5117, 9095, 7073, 6539, 155, 4283, 6612, 1333, 3595, 7108, 7491, 3758,
+                          9740, 4521, 8181}
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -261,7 +276,9 @@ def laion_rows() -> list[dict]:
         [{"text": t[i], "lang": LAION_HELDOUT7_FOREIGN.get(i, "en"), "source": f"laion400m-heldout7:row{i}"}
          for i in sorted(idx[LAION_HELDOUT7[0]:LAION_HELDOUT7[1]]) if i not in LAION_HELDOUT7_NEUTRAL] + \
         [{"text": t[i], "lang": LAION_HELDOUT8_FOREIGN.get(i, "en"), "source": f"laion400m-heldout8:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT8[0]:LAION_HELDOUT8[1]]) if i not in LAION_HELDOUT8_NEUTRAL]
+         for i in sorted(idx[LAION_HELDOUT8[0]:LAION_HELDOUT8[1]]) if i not in LAION_HELDOUT8_NEUTRAL] + \
+        [{"text": t[i], "lang": LAION_HELDOUT9_FOREIGN.get(i, "en"), "source": f"laion400m-heldout9:row{i}"}
+         for i in sorted(idx[LAION_HELDOUT9[0]:LAION_HELDOUT9[1]]) if i not in LAION_HELDOUT9_NEUTRAL]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:
