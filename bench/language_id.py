@@ -180,7 +180,7 @@ HELD_OUT = {  # LAION slices no threshold was chosen on (bench/caption_sets.py)
     "laion400m-heldout6": "LAION rows 5,600-6,599 (labelled before the code rule was written)",
     "laion400m-heldout7": "LAION rows 6,600-7,599 (labelled before the code rule was measured on them, read once)",
     "laion400m-heldout8": "LAION rows 7,600-8,599 (labelled after heldout7 was read)",
-    "laion400m-heldout9": "LAION rows 8,600-9,599 (labelled before the top-language-word rule was measured on them)",
+    "laion400m-heldout9": "LAION rows 8,600-9,599 (labelled after heldout8 was read)",
 }
 
 
