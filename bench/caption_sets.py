@@ -181,6 +181,17 @@ LAION_HELDOUT9_FOREIGN = {7961: "de", 6723: "de", 8052: "fr", 251: "pt", 3272: "
 LAION_HELDOUT9_NEUTRAL = {9583, 6119, 9621, 7904, 5072, 5259, 949, 647, 8527, 7561, 7538, 4784, 7460, 9796, 9953, 3100, 3406,
                           3707, 1510, 4921, 8846, 782, 5117, 9095, 7073, 6539, 155, 4283, 6612, 1333, 3595, 7108, 7491, 3758,
                           9740, 4521, 8181}
+# (source, rows of the shuffle, foreign labels, neutral rows): each slice as bench/language_id.py reports it
+LAION_SLICES = [("laion400m", (0, LAION_SAMPLE[1]), LAION_FOREIGN, LAION_NEUTRAL),
+                ("laion400m-heldout", LAION_HELDOUT, LAION_HELDOUT_FOREIGN, LAION_HELDOUT_NEUTRAL),
+                ("laion400m-heldout2", LAION_HELDOUT2, LAION_HELDOUT2_FOREIGN, LAION_HELDOUT2_NEUTRAL),
+                ("laion400m-heldout3", LAION_HELDOUT3, LAION_HELDOUT3_FOREIGN, LAION_HELDOUT3_NEUTRAL),
+                ("laion400m-heldout4", LAION_HELDOUT4, LAION_HELDOUT4_FOREIGN, LAION_HELDOUT4_NEUTRAL),
+                ("laion400m-heldout5", LAION_HELDOUT5, LAION_HELDOUT5_FOREIGN, LAION_HELDOUT5_NEUTRAL),
+                ("laion400m-heldout6", LAION_HELDOUT6, LAION_HELDOUT6_FOREIGN, LAION_HELDOUT6_NEUTRAL),
+                ("laion400m-heldout7", LAION_HELDOUT7, LAION_HELDOUT7_FOREIGN, LAION_HELDOUT7_NEUTRAL),
+                ("laion400m-heldout8", LAION_HELDOUT8, LAION_HELDOUT8_FOREIGN, LAION_HELDOUT8_NEUTRAL),
+                ("laion400m-heldout9", LAION_HELDOUT9, LAION_HELDOUT9_FOREIGN, LAION_HELDOUT9_NEUTRAL)]
 MULTI30K_PER_LANGUAGE = 250
 MULTI30K = {"de": "data/task2/raw/test_2016.1.de.gz", "fr": "data/task1/raw/test_2016_flickr.fr.gz",
             "cs": "data/task1/raw/test_2016_flickr.cs.gz", "en": "data/task2/raw/test_2016.1.en.gz"}
@@ -259,26 +270,9 @@ def laion_rows() -> list[dict]:
     t = pq.read_table(ROOT / "tests/data/tables/laion400m-meta-10000.parquet", columns=["TEXT"])["TEXT"].to_pylist()
     idx = [i for i in range(len(t)) if t[i] and 3 <= len(t[i]) <= 200]
     random.Random(LAION_SAMPLE[0]).shuffle(idx)
-    rows = [{"text": t[i], "lang": LAION_FOREIGN.get(i, "en"), "source": f"laion400m:row{i}"}
-            for i in sorted(idx[: LAION_SAMPLE[1]]) if i not in LAION_NEUTRAL]
-    return rows + [{"text": t[i], "lang": LAION_HELDOUT_FOREIGN.get(i, "en"), "source": f"laion400m-heldout:row{i}"}
-                   for i in sorted(idx[LAION_HELDOUT[0]:LAION_HELDOUT[1]]) if i not in LAION_HELDOUT_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT2_FOREIGN.get(i, "en"), "source": f"laion400m-heldout2:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT2[0]:LAION_HELDOUT2[1]]) if i not in LAION_HELDOUT2_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT3_FOREIGN.get(i, "en"), "source": f"laion400m-heldout3:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT3[0]:LAION_HELDOUT3[1]]) if i not in LAION_HELDOUT3_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT4_FOREIGN.get(i, "en"), "source": f"laion400m-heldout4:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT4[0]:LAION_HELDOUT4[1]]) if i not in LAION_HELDOUT4_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT5_FOREIGN.get(i, "en"), "source": f"laion400m-heldout5:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT5[0]:LAION_HELDOUT5[1]]) if i not in LAION_HELDOUT5_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT6_FOREIGN.get(i, "en"), "source": f"laion400m-heldout6:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT6[0]:LAION_HELDOUT6[1]]) if i not in LAION_HELDOUT6_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT7_FOREIGN.get(i, "en"), "source": f"laion400m-heldout7:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT7[0]:LAION_HELDOUT7[1]]) if i not in LAION_HELDOUT7_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT8_FOREIGN.get(i, "en"), "source": f"laion400m-heldout8:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT8[0]:LAION_HELDOUT8[1]]) if i not in LAION_HELDOUT8_NEUTRAL] + \
-        [{"text": t[i], "lang": LAION_HELDOUT9_FOREIGN.get(i, "en"), "source": f"laion400m-heldout9:row{i}"}
-         for i in sorted(idx[LAION_HELDOUT9[0]:LAION_HELDOUT9[1]]) if i not in LAION_HELDOUT9_NEUTRAL]
+    return [{"text": t[i], "lang": foreign.get(i, "en"), "source": f"{source}:row{i}"}
+            for source, (start, end), foreign, neutral in LAION_SLICES
+            for i in sorted(idx[start:end]) if i not in neutral]
 
 
 def reviewed(rows: list[dict]) -> list[dict]:

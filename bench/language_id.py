@@ -184,6 +184,13 @@ HELD_OUT = {  # LAION slices no threshold was chosen on (bench/caption_sets.py)
 }
 
 
+def pooled(sources: list[dict]) -> tuple[int, int, int, int]:
+    """English kept, English, other languages let in, other languages: summed over per-source
+    {"en_kept": "k/n", "other_into_en": "k/n"} counts."""
+    counts = [tuple(map(int, src["en_kept"].split("/") + src["other_into_en"].split("/"))) for src in sources]
+    return tuple(sum(c[i] for c in counts) for i in range(4))
+
+
 def routing_rows(rows: list, extra: dict) -> None:
     """Keep rates of each routing rule on the labelled real captions (bench/data/captions.jsonl):
     English kept by an English build, Mandarin kept by a Chinese build, other languages let into
@@ -223,15 +230,13 @@ def routing_rows(rows: list, extra: dict) -> None:
                         for lang, n in Counter(r["lang"] for r in other).most_common()}
         laion = [per_source[s] for s in per_source if s.startswith("laion400m")]
         if laion and ("(default)" in name or "common word" in name):  # web alt text: the hard source
-            e_kept, e_n, o_in, o_n = (sum(int(p[k].split("/")[i]) for p in laion) for k, i in
-                                      (("en_kept", 0), ("en_kept", 1), ("other_into_en", 0), ("other_into_en", 1)))
+            e_kept, e_n, o_in, o_n = pooled(laion)
             rows.append(row(f"routing {name} on every LAION row: English kept", 100 * e_kept / e_n, None, "%",
                             f"other languages let in {o_in}/{o_n} ({100 * o_in / o_n:.1f}%): "
                             f"{100 * o_in / (e_kept + o_in):.2f}% of the captions kept as English are another language"))
         rest = [per_source[s] for s in per_source if not s.startswith("laion400m")]
         if rest and ("(default)" in name or "top label only" in name):  # sentences and class names: the easy sources
-            e_kept, e_n, o_in, o_n = (sum(int(p[k].split("/")[i]) for p in rest) for k, i in
-                                      (("en_kept", 0), ("en_kept", 1), ("other_into_en", 0), ("other_into_en", 1)))
+            e_kept, e_n, o_in, o_n = pooled(rest)
             rows.append(row(f"routing {name} on every source but LAION (Wikipedia, news pages, Multi30k, spaCy, class names): "
                             "English kept", 100 * e_kept / e_n, None, "%",
                             f"other languages let in {o_in}/{o_n} ({100 * o_in / o_n:.2f}%)"))
@@ -258,9 +263,7 @@ def routing_plot(extra: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     def rates(res: dict, laion: bool) -> tuple[float, float]:
-        src = [v for s, v in res["per_source"].items() if s.startswith("laion400m") == laion]
-        e, en, o, on = (sum(int(v[k].split("/")[j]) for v in src) for k, j in
-                        (("en_kept", 0), ("en_kept", 1), ("other_into_en", 0), ("other_into_en", 1)))
+        e, en, o, on = pooled([v for s, v in res["per_source"].items() if s.startswith("laion400m") == laion])
         return 100 * o / on, 100 * e / en
 
     n = extra["labelled"]

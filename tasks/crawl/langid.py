@@ -15,8 +15,9 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   and names that lid.176 reads as French or German ("Canon Rebel DSLR Camera", "celtic heart decal").
   Names are left out of the count (a capitalised word that is neither English nor a common word of
   lid.176's other top languages: "Mansur Gavriel mini top handle leather bag"; so is a short acronym
-  in a caption not written in capitals: "Kawasaki KX 85/100 MX Motocross ... OEM Colour"), and a
-  domain's or a file's suffix is no word ("@Dockers.com" is not Portuguese "com").
+  in a caption not written in capitals: "Kawasaki KX 85/100 MX Motocross ... OEM Colour"), a
+  domain's or a file's suffix is no word ("@Dockers.com" is not Portuguese "com"), nor is a code
+  of letters and digits ("MT610V5" holds no Czech "v").
 - **...unless it has another language's common word** (`english_foreign_words`): a caption
   rescued that way stays in the language lid.176 named when one of its words is common in one of
   lid.176's top three languages (at least once in 100,000 words, by wordfreq's word lists) and
