@@ -64,6 +64,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT
@@ -257,8 +258,10 @@ def warc_rows() -> list[dict]:
             if "html" not in (rec.http_content_type or "").lower():
                 continue
             lang, texts = html_alts(rec.reader.read(), attrs=("alt",))
+            host = urlsplit(rec.headers.get("WARC-Target-URI", "")).hostname or ""
             if lang:
-                rows += [{"text": t, "lang": "zh" if lang.startswith("zh") else lang, "source": "warc:cc-main-2020-34"} for t in texts]
+                rows += [{"text": t, "lang": "zh" if lang.startswith("zh") else lang, "source": "warc:cc-main-2020-34",
+                          "hosts": [host]} for t in texts]
     return rows
 
 
@@ -267,10 +270,11 @@ def laion_rows() -> list[dict]:
 
     import pyarrow.parquet as pq
 
-    t = pq.read_table(ROOT / "tests/data/tables/laion400m-meta-10000.parquet", columns=["TEXT"])["TEXT"].to_pylist()
+    table = pq.read_table(ROOT / "tests/data/tables/laion400m-meta-10000.parquet", columns=["TEXT", "URL"])
+    t, urls = table["TEXT"].to_pylist(), table["URL"].to_pylist()
     idx = [i for i in range(len(t)) if t[i] and 3 <= len(t[i]) <= 200]
     random.Random(LAION_SAMPLE[0]).shuffle(idx)
-    return [{"text": t[i], "lang": foreign.get(i, "en"), "source": f"{source}:row{i}"}
+    return [{"text": t[i], "lang": foreign.get(i, "en"), "source": f"{source}:row{i}", "hosts": [urlsplit(urls[i]).hostname or ""]}
             for source, (start, end), foreign, neutral in LAION_SLICES
             for i in sorted(idx[start:end]) if i not in neutral]
 

@@ -37,6 +37,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, SHARED, report, row
@@ -155,7 +156,7 @@ def short_captions(en: list[str], others: dict[str, list[str]]) -> dict[str, lis
     return out
 
 
-ROUTING_RULES = [  # (name, LanguageRouter arguments): what an English or a Chinese build keeps
+ROUTING_RULES = [  # (name, LanguageRouter arguments; "hosts": route with the caption's host names): what a build keeps
     ("lid.176 top label only (the rule before #31)", {"english_rule": "lid", "fold": False}),
     ("+ macrolanguages folded (wuu, yue -> zh)", {"english_rule": "lid"}),
     ("+ English when P(en) >= 0.05", {"english_rule": "lid_prob", "english_min_prob": 0.05, "english_foreign_words": False}),
@@ -166,7 +167,9 @@ ROUTING_RULES = [  # (name, LanguageRouter arguments): what an English or a Chin
                                                    "english_foreign_words": False}),
     ("+ unless a common word of lid.176's top languages", {"english_rule": "lid_prob_words", "english_min_prob": 0.05,
                                                              "other_language_words": False}),
-    ("+ or a quarter of the words another language's (default)", {"english_rule": "lid_prob_words", "english_min_prob": 0.05}),
+    ("+ or a quarter of the words another language's", {"english_rule": "lid_prob_words", "english_min_prob": 0.05}),
+    ("+ unless from a country domain of lid.176's language (default)", {"english_rule": "lid_prob_words", "english_min_prob": 0.05,
+                                                                         "hosts": True}),
     ("keep every caption as English (MetaCLIP 1)", {"english_rule": "keep_all"}),
 ]
 
@@ -209,10 +212,12 @@ def routing_rows(rows: list, extra: dict) -> None:
                          "names": len(names),
                          "sources": dict(Counter(r["source"].split(":")[0] for r in labelled))}
     for name, kw in ROUTING_RULES:
+        kw = dict(kw)
+        hosts = kw.pop("hosts", False)  # the image's host (LAION's URL column; the page's for the WARC's)
         en_build = LanguageRouter(["en"], wordnet="/usr/share/wordnet", **kw)
         zh_build = LanguageRouter(["zh"], **{k: v for k, v in kw.items() if k == "fold"})
-        en_kept = [en_build(r["text"])[0] == "en" for r in en]
-        into_en = [en_build(r["text"])[0] == "en" for r in other]
+        en_kept = [en_build(r["text"], r.get("hosts", ()) if hosts else ())[0] == "en" for r in en]
+        into_en = [en_build(r["text"], r.get("hosts", ()) if hosts else ())[0] == "en" for r in other]
         kept_zh = sum(zh_build(t)[0] == "zh" for t in zh) / len(zh)
         into_zh = sum(zh_build(r["text"])[0] == "zh" for r in other) / len(other)
         kept_en, let_in = sum(en_kept) / len(en), sum(into_en) / len(other)
@@ -303,15 +308,16 @@ def routing_speed(rows: list) -> None:
 
     from tasks.crawl.langid import LanguageRouter
 
-    texts = [t for t in pq.read_table(ROOT / "tests/data/tables/laion400m-meta-10000.parquet", columns=["TEXT"])["TEXT"].to_pylist() if t]
+    table = pq.read_table(ROOT / "tests/data/tables/laion400m-meta-10000.parquet", columns=["TEXT", "URL"]).to_pylist()
+    texts = [(r["TEXT"], [urlsplit(r["URL"] or "").hostname or ""]) for r in table if r["TEXT"]]
     routers = {"default": LanguageRouter(["en"], wordnet="/usr/share/wordnet"), "lid": LanguageRouter(["en"], english_rule="lid")}
     for r in routers.values():
-        [r(t) for t in texts]  # loads lid.176, WordNet and the word lists of the languages seen
+        [r(t, h) for t, h in texts]  # loads lid.176, WordNet and the word lists of the languages seen
     best = {k: 0.0 for k in routers}
     for _ in range(3):
         for k, r in routers.items():
             t0 = time.perf_counter()
-            [r(t) for t in texts]
+            [r(t, h) for t, h in texts]
             best[k] = max(best[k], len(texts) / (time.perf_counter() - t0))
     rows.append(row("routing: captions/s, default rule vs lid.176's top label alone", best["default"], best["lid"], "captions/s",
                     f"{len(texts):,} LAION captions, one thread, best of 3 alternating rounds"))

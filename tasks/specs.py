@@ -177,7 +177,9 @@ class CrawlSpec(Strict):
     # ...except a caption with a common word of one of lid.176's top three languages that is at least
     # 200 times rarer in English ("un koala", "Bilde fra ..."; wordfreq's lists): it stays that language;
     # and (with lid_prob_words) any Latin caption, lid.176's English too, a quarter of whose words are
-    # another of lid.176's top languages' words and not English ("Digitales Infrarot Thermometer ...")
+    # another of lid.176's top languages' words and not English ("Digitales Infrarot Thermometer ...");
+    # and a caption only the rescue would keep whose image or page is on a country-code domain of a
+    # country that speaks lid.176's language ("... Montierung" from a .de shop; langid.COUNTRY_LANGUAGES)
     english_foreign_words: bool = True
     wordnet: str = "/usr/share/wordnet"  # WordNet 3.0's index files (Debian's wordnet-base), for lid_prob_words
     # an image URL under more distinct captions than this across the crawl is a placeholder, logo or

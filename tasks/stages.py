@@ -228,7 +228,7 @@ def _vocabulary_config(ctx: BuildContext):
 STAGE_LIST = [
     Stage("vocabulary", vocabulary, config=lambda ctx: _vocabulary_config(ctx), stats=VocabularyStats),
     Stage("candidates", candidates, config=lambda ctx: (ctx.spec.crawl.model_dump(exclude={"max_captions_per_url"}), ctx.warcs),
-          version=5),  # 2: a quarter of the words another language's (#31); 3: names, domain suffixes; 4: acronyms, file names; 5: codes
+          version=6),  # 2: a quarter of the words another language's (#31); 3: names, domain suffixes; 4: acronyms, file names; 5: codes; 6: country domains
     Stage("match", match, reads=("vocabulary", "candidates"), stats=MatchStats,
           # the vocabulary's config covers its languages and case
           config=lambda ctx: (ctx.spec.matching.model_dump(exclude={"workers"}), ctx.spec.crawl.max_captions_per_url,

@@ -72,6 +72,7 @@ class PairFilter:
         try:
             url = urljoin(base, src)
             parts = urlsplit(url)
+            hosts = (parts.hostname or "", urlsplit(base).hostname or "")  # the image's and the page's
         except ValueError:
             return None, "invalid_url"
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -89,9 +90,9 @@ class PairFilter:
             if self.spec.casefold_all_caps:  # matched (and trained) in lower case
                 text = text.lower()
                 self.stats.counts["all_caps_casefolded"] += 1
-        lang, how = self.route(text)
-        if how == "foreign_word":
-            self.stats.counts["lang_not_rescued_en:foreign_word"] += 1
+        lang, how = self.route(text, hosts)
+        if how in ("foreign_word", "country_domain"):
+            self.stats.counts[f"lang_not_rescued_en:{how}"] += 1
         elif how == "other_language_words":
             self.stats.counts["lang_not_en:other_language_words"] += 1
         if lang not in self.langs and "any" not in self.langs:

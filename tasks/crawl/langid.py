@@ -32,6 +32,12 @@ a few ideographs. Then `LanguageRouter` maps the label onto the build's language
   n-grams, so a product title that mixes an English brand with another language's words reads as
   English: "Digitales Infrarot Thermometer Baby Kind Stirn Thermometer Kontaktlos" (de),
   "Chuteira Society Umbro Attak 2" (pt), "coque iphone 8 papillon" (fr).
+- **...or it comes from a country of its language** (`english_foreign_words` too): a caption
+  that only the rescue would make English stays in lid.176's language when the image's or the
+  page's host name ends in a country-code domain of a country that speaks it (`COUNTRY_LANGUAGES`):
+  "Skywatcher Teleskop Allview Multi-Function Montierung" from teleskop-shop-ost.de (de),
+  "Porsche 911 Coupe 3.8 540ch Turbo PDK occasion" from autosphere.fr (fr). Domains sold for
+  generic use (.co, .io, .tv, .me, ...) are not in the table.
 
 bench/language_id.py measures the rules on real captions (bench/data/captions.jsonl).
 """
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 _FASTTEXT = None
@@ -52,6 +59,21 @@ MACROLANGUAGES: dict[str, frozenset[str]] = {
     "ar": frozenset({"arz", "ary", "arq", "acm", "apc", "ajp", "aeb"}),
     "ms": frozenset({"zsm", "min"}),
 }
+# country-code top-level domain -> the Latin-script languages of that country that lid.176 names
+# (the rescue only reads Latin captions). Left out: domains sold for generic use (.co .io .tv .me
+# .ai .ws .cc .fm .ly .to .gg .md .nu .tk), which say nothing of a page's language, and countries
+# whose web is mostly English (.ca .ie .nz .ph .in: "Old Times, Old Friends, Antiques &
+# Collectibles" from a .ca host is English that lid.176 calls French)
+COUNTRY_LANGUAGES: dict[str, frozenset[str]] = {tld: frozenset(langs.split()) for tld, langs in {
+    "de": "de", "at": "de", "li": "de", "ch": "de fr it", "lu": "fr de lb", "be": "nl fr de", "nl": "nl",
+    "fr": "fr", "mc": "fr", "ma": "fr", "dz": "fr", "tn": "fr", "sn": "fr", "ci": "fr",
+    "it": "it", "sm": "it", "es": "es ca gl eu", "pt": "pt", "br": "pt", "ao": "pt", "mz": "pt",
+    "mx": "es", "ar": "es", "cl": "es", "pe": "es", "ve": "es", "uy": "es", "ec": "es", "bo": "es", "py": "es",
+    "cr": "es", "pa": "es", "do": "es", "gt": "es", "hn": "es", "sv": "es", "ni": "es", "cu": "es",
+    "pl": "pl", "cz": "cs", "sk": "sk", "hu": "hu", "ro": "ro", "hr": "hr", "si": "sl", "ba": "bs hr sr",
+    "rs": "sr", "al": "sq", "tr": "tr", "az": "az", "uz": "uz", "se": "sv", "dk": "da", "no": "no nn",
+    "fi": "fi sv", "is": "is", "ee": "et", "lv": "lv", "lt": "lt", "id": "id jv su", "my": "ms", "vn": "vi",
+}.items()}
 ENGLISH_FUNCTION_WORDS = frozenset(["a", "an", "the", "of", "and", "or", "but", "in", "on", "at", "to", "for", "from", "by", "with", "into", "onto", "over", "under", "about", "above", "below", "between", "through", "during", "before", "after", "up", "down", "out", "off", "this", "that", "these", "those", "it", "its", "is", "are", "was", "were", "be", "been", "has", "have", "had", "do", "does", "did", "not", "no", "my", "your", "his", "her", "our", "their", "i", "you", "he", "she", "we", "they", "me", "him", "us", "them", "what", "which", "who", "when", "where", "why", "how", "all", "any", "both", "each", "some", "such", "only", "own", "same", "so", "than", "too", "very", "can", "will", "just", "new"])
 
 
@@ -106,6 +128,11 @@ def _script(text: str, lang: str) -> str:
 def detect_lang(text: str) -> str:
     """ISO 639 code of `text`'s language (lid.176's label, script rules applied), unrouted."""
     return _script(text, lid_scores(text, 1)[0][0])
+
+
+def country_languages(hosts: Iterable[str]) -> frozenset[str]:
+    """The languages of the countries whose country-code domains end `hosts` (host names)."""
+    return frozenset().union(*(COUNTRY_LANGUAGES.get(h.rstrip(".").rpartition(".")[2].lower(), ()) for h in hosts if h))
 
 
 def _latin_only(text: str) -> bool:
@@ -289,7 +316,8 @@ class LanguageRouter:
     (English among the top labels with at least `english_min_prob`), "english_words" (most words
     English), "foreign_word" (would have been rescued, but has a common word of lid.176's top
     languages), "other_language_words" (would have been English, but a quarter of its words are
-    one of lid.176's top languages'), "any" (the build keeps every language)."""
+    one of lid.176's top languages'), "country_domain" (would have been rescued, but one of `hosts`
+    is a domain of a country that speaks lid.176's language), "any" (the build keeps every language)."""
 
     def __init__(self, languages: list[str], fold: bool = True, english_rule: str = "lid_prob_words",
                  english_min_prob: float = 0.05, english_min_words: float = 0.75, wordnet: str | None = None,
@@ -305,7 +333,8 @@ class LanguageRouter:
         self.veto_other_words = english_foreign_words and other_language_words  # off: measured apart in bench/language_id.py
         self.last_label = ""  # lid.176's label (script rules applied) of the last text routed
 
-    def __call__(self, text: str) -> tuple[str, str]:
+    def __call__(self, text: str, hosts: Iterable[str] = ()) -> tuple[str, str]:
+        """Route `text`; `hosts`: the host names of its image and page URLs, when known."""
         scores = lid_scores(text)
         lang = self.last_label = _script(text, scores[0][0])
         if lang == "en" and not self.any and "en" in self.languages:
@@ -322,6 +351,8 @@ class LanguageRouter:
                    "english_words" if share is not None and share >= self.min_words else None)
             if how and self.veto_foreign and foreign_word(text, [lab for lab, _ in scores[:3]]):
                 return lang, "foreign_word"
+            if how and self.veto_foreign and lang in country_languages(hosts):
+                return lang, "country_domain"
             if how:
                 return self._english(text, scores, how)
         return lang, "lid"

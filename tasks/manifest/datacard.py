@@ -49,7 +49,8 @@ def _language_id_lines(cand: Stats) -> str:
     rescued = cand.counts.get("lang_rescued_en", 0)
     vetoed = cand.counts.get("lang_not_rescued_en:foreign_word", 0)
     other_words = cand.counts.get("lang_not_en:other_language_words", 0)
-    if not folded and not rescued and not vetoed and not other_words:
+    country = cand.counts.get("lang_not_rescued_en:country_domain", 0)
+    if not any((folded, rescued, vetoed, other_words, country)):
         return ""
     lines = ["Language ID (tasks/crawl/langid.py) routed these alt texts to the build's languages:"]
     lines += [f"- {n:,} labelled `{pair.split('->')[0]}` kept as `{pair.split('->')[1]}` (a macrolanguage's member: "
@@ -64,6 +65,10 @@ def _language_id_lines(cand: Stats) -> str:
         lines.append(f"- {vetoed:,} not kept as English although they would have been: they hold a common word of the language "
                      "lid.176 named, at least 200 times rarer in English (`crawl.english_foreign_words`: \"un koala\", "
                      "\"Bilde fra ...\")")
+    if country:
+        lines.append(f"- {country:,} not kept as English although they would have been: the image or its page is on a "
+                     "country-code domain of a country that speaks the language lid.176 named (`crawl.english_foreign_words`: "
+                     "\"... Montierung\" from a .de shop)")
     if other_words:
         lines.append(f"- {other_words:,} not kept as English although lid.176 or the rescue read them so: a quarter of their "
                      "words are words of one of lid.176's top languages and not English (`crawl.english_foreign_words`: "

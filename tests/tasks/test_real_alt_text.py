@@ -141,6 +141,41 @@ def test_letters_glued_to_digits_are_a_code_not_a_word():
     assert LanguageRouter(["en"], wordnet="/usr/share/wordnet")(text) == ("en", "english_words")
 
 
+# real LAION-400M rows (tests/data/tables) and the host names of their image URLs: titles lid.176
+# reads as German or French that the rescue would keep as English, from shops in Austria, Germany
+# and France; and English titles from such domains that lid.176 reads as a language of another country
+COUNTRY_TITLES = {"UNDER ARMOUR Gametime Fleece 1/2 Zip - Herren": ("shop.sport2000.at", "de"),
+                  "Skywatcher Teleskop Allview Multi-Function Montierung": ("teleskop-shop-ost.de", "de"),
+                  "Porsche 911 Coupe 3.8 540ch Turbo PDK occasion": ("media.autosphere.fr", "fr")}
+ENGLISH_ON_COUNTRY_DOMAINS = {"Wooden Barrels & Village Utensils": "shop.battlefield-berlin.de",
+                              "Biocol Raspberry Ketone 500 ml": "www.farmaciamarket.es",
+                              "Old Times, Old Friends, Antiques & Collectibles": "www.coastalnovascotia.ca"}
+
+
+def test_a_caption_from_a_country_domain_of_its_language_is_not_rescued_as_english():
+    en = LanguageRouter(["en"], wordnet="/usr/share/wordnet")
+    rows = {r["TEXT"]: r["URL"] for r in pq.read_table(real("tables/laion400m-meta-10000.parquet")).to_pylist()}
+    for text, (host, lang) in COUNTRY_TITLES.items():
+        assert f"//{host}/" in rows[text]  # the real row, from that host
+        assert en(text)[0] == "en"  # without the host, the rescue keeps it as English
+        assert en(text, ["", host]) == (lang, "country_domain"), text  # the page's host counts as the image's does
+    for text, host in ENGLISH_ON_COUNTRY_DOMAINS.items():
+        assert f"//{host}/" in rows[text]
+        assert en(text, [host])[0] == "en", text  # lid.176's label is not that country's language (.ca is not in the table)
+    assert en("Die ganze Stadt ist ein Startup", ["www.example.com"])[0] == "de"  # no country: lid.176 decides as before
+    loose = LanguageRouter(["en"], wordnet="/usr/share/wordnet", english_foreign_words=False)
+    assert all(loose(t, [h])[0] == "en" for t, (h, _) in COUNTRY_TITLES.items())  # the option turns it off
+
+    from tasks.crawl.filters import PairFilter
+    from tasks.specs import CrawlSpec
+
+    f = PairFilter(CrawlSpec(languages=["en"]))
+    text = "Skywatcher Teleskop Allview Multi-Function Montierung"
+    assert f("https://cdn.example.com/t.jpg", text, "https://teleskop-shop-ost.de/montierung.html") == (None, "language")
+    assert f("https://cdn.example.com/t.jpg", text, "https://shop.example.com/")[0]["lang"] == "en"
+    assert f.stats.counts["lang_not_rescued_en:country_domain"] == 1
+
+
 def test_the_filter_counts_how_each_caption_was_routed():
     from tasks.crawl.filters import PairFilter
     from tasks.specs import CrawlSpec
@@ -164,7 +199,10 @@ def test_the_data_card_says_how_many_captions_each_routing_rule_moved():
     f = PairFilter(CrawlSpec(languages=["en", "zh"]))
     for t in WUU_MANDARIN + ENGLISH_TITLES + list(FOREIGN_LOOKING_ENGLISH) + list(MIXED_TITLES):
         f("http://a.example/x.jpg", t, "")
+    for t, (host, _) in COUNTRY_TITLES.items():
+        f(f"http://{host}/x.jpg", t, "")
     card = _language_id_lines(f.stats)
+    assert f"- {len(COUNTRY_TITLES)} not kept as English although they would have been: the image or its page is on a country-code" in card
     assert f"- {len(MIXED_TITLES)} not kept as English although lid.176 or the rescue read them so" in card
     assert "- 3 labelled `wuu` kept as `zh`" in card
     assert f"- {len(ENGLISH_TITLES)} kept as English although" in card
