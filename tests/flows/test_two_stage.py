@@ -65,15 +65,17 @@ def test_two_stages_lock_then_unlock_each_nested_and_resumable(tiny_zh_build, tm
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = {"kind": "pretrain", "name": "zh-stages", "output_dir": str(tmp_path / "run"), "model": "debug-rn-bert",
             "init_image_from": str(donor), "data": {"build": str(tiny_zh_build), "image_size": 32},
-            "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1, "seed": 0,
+            "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 4, "log_every": 1, "seed": 0,
                       "record_samples": True},
             "stages": [{"name": "lock-image", "steps": 8, "lock_image": True}, {"name": "unlocked", "steps": 8, "lr": 5e-4}],
             "scaling": {"workers": 1, "resources_per_worker": {"CPU": 2}, "max_failures": 2},
             "eval_suites": ["data_specs/eval/sample-tiny-shape-zh.yaml"], "mlflow": {"experiment": "zh-stages", "tracking_uri": uri}}
     s1, s2 = tmp_path / "run/stage-1-lock-image", tmp_path / "run/stage-2-unlocked"
-    with TrainWorkerKiller([s1, s2], at_step=3) as killer:  # the worker dies after step 3 of each stage, once
+    # the worker dies after step 5 of each stage, once: after the checkpoint at step 4 and, with three
+    # steps to spare on a busy machine, before the one at step 8, so steps are redone from the checkpoint
+    with TrainWorkerKiller([s1, s2], at_step=5) as killer:
         res = pretrain(spec=spec)
-    assert set(killer.killed) == {s1, s2} and all(3 <= k < 8 for k in killer.killed.values())
+    assert set(killer.killed) == {s1, s2} and all(5 <= k < 8 for k in killer.killed.values())
     want = expected_samples(tiny_zh_build, 8, batch_per_rank=32, world=1)  # each stage reads the build from its start
     assert_exact_resume(s1, want)
     assert_exact_resume(s2, want)
