@@ -93,7 +93,9 @@ def train_bpe(source, out_path=None, vocab_size: int = 8192, max_captions: int |
 class TrainWorkerKiller:
     """Fault injection from the test's side: SIGKILL one Ray Train worker process (`ray::RayTrainWorker`)
     once a rank's recorded samples (data.record_samples) in each of `run_dirs` reach `at_step`, once
-    per run dir. Nothing in the product knows about it; Ray Train sees a worker die, as on a cluster."""
+    per run dir. Nothing in the product knows about it; Ray Train sees a worker die, as on a cluster.
+    Only a worker of this test process's Ray is killed: under pytest-xdist another test's Ray Train
+    workers may run beside it (a Ray worker inherits the environment, PYTEST_XDIST_WORKER included)."""
 
     def __init__(self, run_dirs: list[Path], at_step: int, rank: int = 0):
         import threading
@@ -124,6 +126,16 @@ class TrainWorkerKiller:
         except ValueError:  # a line being written
             return 0
 
+    @staticmethod
+    def _ours(proc) -> bool:
+        import psutil
+
+        mine = os.environ.get("PYTEST_XDIST_WORKER")
+        try:
+            return mine is None or proc.environ().get("PYTEST_XDIST_WORKER") == mine
+        except psutil.Error:  # gone, or not ours to read
+            return False
+
     def _watch(self) -> None:
         import signal
 
@@ -133,7 +145,8 @@ class TrainWorkerKiller:
             for d in self.run_dirs:
                 if d in self.killed or (step := self._last_step(d)) < self.at_step:
                     continue
-                workers = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker")]
+                workers = [p for p in psutil.process_iter(["cmdline"])
+                           if (p.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker") and self._ours(p)]
                 if workers:
                     workers[0].send_signal(signal.SIGKILL)
                     self.killed[d] = step

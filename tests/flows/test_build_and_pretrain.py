@@ -131,6 +131,7 @@ def test_a_killed_pretrain_flow_resumes_when_rerun(tiny_build, tmp_path):
     spec["output_dir"] = str(tmp_path / "run")
     spec["eval_suites"] = []
     spec["train"].update(steps=400, checkpoint_every=2, log_every=2)
+    spec["scaling"]["workers"] = 1  # what is killed here is the flow's process, not a rank
     spec["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
