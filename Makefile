@@ -36,8 +36,8 @@ wordnet:
 	  fi; \
 	fi
 
-# Two pytest-xdist workers, one test file each at a time (a file's module fixtures build once): the
-# flows tests mostly wait on process starts, so two overlap well even on two cores.
+# Two pytest-xdist workers, one test file each at a time (a file's module fixtures build once): on two
+# cores they took the suite from ~15 to ~11 minutes; three were no faster (by then it is CPU-bound).
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadfile tests

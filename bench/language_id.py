@@ -207,7 +207,7 @@ def routing_rows(rows: list, extra: dict) -> None:
     en = [r for r in labelled if r["lang"] == "en"]
     zh = [r["text"] for r in labelled if r["lang"] == "zh"]
     other = [r for r in labelled if r["lang"] not in ("en", "zh", "und")]
-    names = [r["text"] for r in labelled if r["lang"] == "und"]  # only a name: no language to get right
+    names = [r for r in labelled if r["lang"] == "und"]  # only a name: no language to get right
     extra["labelled"] = {"en": len(en), "zh": len(zh), "other": len(other), "other_languages": len({r["lang"] for r in other}),
                          "names": len(names),
                          "sources": dict(Counter(r["source"].split(":")[0] for r in labelled))}
@@ -216,12 +216,14 @@ def routing_rows(rows: list, extra: dict) -> None:
         hosts = kw.pop("hosts", False)  # the image's host (LAION's URL column; the page's for the WARC's)
         en_build = LanguageRouter(["en"], wordnet="/usr/share/wordnet", **kw)
         zh_build = LanguageRouter(["zh"], **{k: v for k, v in kw.items() if k == "fold"})
-        en_kept = [en_build(r["text"], r.get("hosts", ()) if hosts else ())[0] == "en" for r in en]
-        into_en = [en_build(r["text"], r.get("hosts", ()) if hosts else ())[0] == "en" for r in other]
+        def kept_as_en(r: dict, route=en_build, hosts=hosts) -> bool:
+            return route(r["text"], r.get("hosts", ()) if hosts else ())[0] == "en"
+
+        en_kept, into_en = [kept_as_en(r) for r in en], [kept_as_en(r) for r in other]
         kept_zh = sum(zh_build(t)[0] == "zh" for t in zh) / len(zh)
         into_zh = sum(zh_build(r["text"])[0] == "zh" for r in other) / len(other)
         kept_en, let_in = sum(en_kept) / len(en), sum(into_en) / len(other)
-        names_en = sum(en_build(t)[0] == "en" for t in names)
+        names_en = sum(map(kept_as_en, names))
         per_source = {}
         for src in sorted({r["source"].split(":")[0] for r in en + other}):
             e = [k for r, k in zip(en, en_kept) if r["source"].startswith(src + ":")]

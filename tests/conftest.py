@@ -14,14 +14,12 @@ REAL = REPO / "tests" / "data"  # real third-party samples, with their provenanc
 from flows.env import apply_quiet_env
 
 apply_quiet_env()
+_OWN_PREFECT_HOME = None  # made by this process, removed by pytest_unconfigure
 if os.environ.get("PYTEST_XDIST_WORKER") and "OPENWIT_TEST_PREFECT_HOME" not in os.environ:
     # `make test` runs two pytest-xdist workers: each its own Prefect database (its children, which may
     # import this file again, inherit it)
-    import atexit
-    import shutil
-
-    home = os.environ["PREFECT_HOME"] = os.environ["OPENWIT_TEST_PREFECT_HOME"] = tempfile.mkdtemp(prefix="openwit-prefect-")
-    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    _OWN_PREFECT_HOME = os.environ["PREFECT_HOME"] = os.environ["OPENWIT_TEST_PREFECT_HOME"] = tempfile.mkdtemp(
+        prefix="openwit-prefect-")
 
 
 def real(rel: str) -> Path:
@@ -195,9 +193,20 @@ def assert_exact_resume(run_dir: Path, expected: list[list[list[str]]]) -> None:
 
 
 def pytest_unconfigure(config):
-    """Prefect stops its temporary API server from an exit hook and logs it to a console whose
-    stream pytest has already closed: Python's logging would print that as a "--- Logging error ---"
-    traceback after the summary. The tests are over by then; the line says nothing about them."""
+    """Stop the temporary Prefect API server that in-process flows started, and remove this worker's
+    Prefect home. Prefect stops the server from an exit hook, but a pytest-xdist worker may end
+    without running exit hooks: the server was left running, orphaned, after `make test`.
+    Prefect logs the stop to a console whose stream pytest has already closed; Python's logging would
+    print that as a "--- Logging error ---" traceback after the summary, which says nothing about the tests."""
     import logging
+    import shutil
+    import sys
 
     logging.raiseExceptions = False
+    server = sys.modules.get("prefect.server.api.server")
+    if server is not None:
+        temporary = server.SubprocessASGIServer()  # the one Prefect starts when no API URL is set
+        if temporary.running:
+            temporary.stop()
+    if _OWN_PREFECT_HOME:
+        shutil.rmtree(_OWN_PREFECT_HOME, ignore_errors=True)
